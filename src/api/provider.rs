@@ -1,0 +1,199 @@
+//! `Provider` (namespaced) and `ClusterProvider` (cluster-scoped): which platform, where, and with
+//! which credentials, trust and request budget.
+
+use super::common::{conditions_schema, SecretKeyRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The deployment platform a provider talks to.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum PlatformType {
+    /// Codesphere (`https://cloud.codesphere.com/api`).
+    Codesphere,
+    /// Devopness (`https://api.devopness.com`).
+    Devopness,
+    /// Spheron (`https://api-v2.spheron.network`).
+    Spheron,
+    /// Puppet Enterprise Code Manager (`https://<primary>:8170/code-manager`).
+    PuppetCodeManager,
+}
+
+impl PlatformType {
+    /// The name used in manifests (`spec.type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformType::Codesphere => "codesphere",
+            PlatformType::Devopness => "devopness",
+            PlatformType::Spheron => "spheron",
+            PlatformType::PuppetCodeManager => "puppetCodeManager",
+        }
+    }
+}
+
+impl std::fmt::Display for PlatformType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the platform credentials come from.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    /// The Secret key that holds the API token (or, for Code Manager, a token or an RBAC login).
+    /// bosun reads it on every change of the Secret and never writes it anywhere.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// TLS trust for the platform endpoint. Certificates are always verified; this only adds trust.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// PEM-encoded CA certificates to trust in addition to the public roots (for example the
+    /// Puppet Enterprise CA that signs Code Manager's certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// A Secret key holding PEM-encoded CA certificates, as an alternative to `caBundle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// The request budget shared by every object that uses this provider's credentials.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Sustained requests per minute bosun may send with these credentials (default: the
+    /// platform's documented limit, or 300 where none is documented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub requests_per_minute: Option<u32>,
+    /// Requests that may be sent at once after a quiet period (default: a tenth of the
+    /// per-minute budget, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub burst: Option<u32>,
+}
+
+/// Platform ids used when a Workspace or DomainBinding does not name its own.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformDefaults {
+    /// Codesphere team id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub team_id: Option<i64>,
+    /// Devopness project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub project_id: Option<i64>,
+    /// Devopness environment id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub environment_id: Option<i64>,
+    /// Spheron organization id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+}
+
+/// How to reach a deployment platform, with which credentials, trust and request budget.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "bosun.dev",
+    version = "v1alpha1",
+    kind = "Provider",
+    namespaced,
+    status = "ProviderStatus",
+    shortname = "bprov",
+    category = "bosun",
+    doc = "A deployment platform (Codesphere, Devopness, Spheron or Puppet Code Manager) that Workspaces and DomainBindings in this namespace use.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Identity", type_ = "string", json_path = ".status.identity"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!has(self.spec.credentials.secretRef.__namespace__)").message("a Provider reads its Secret from its own namespace: remove spec.credentials.secretRef.namespace (use a ClusterProvider to read from another namespace)")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderSpec {
+    /// The platform: `codesphere`, `devopness`, `spheron` or `puppetCodeManager`. Cannot change.
+    #[serde(rename = "type")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.type cannot change: create a new provider for another platform"))]
+    pub type_: PlatformType,
+    /// Base URL of the platform API. Defaults to the platform's public URL; required for Code
+    /// Manager (`https://<primary>:8170/code-manager`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("spec.endpoint must be an http:// or https:// URL"))]
+    pub endpoint: Option<String>,
+    /// Where the API credentials come from.
+    pub credentials: Credentials,
+    /// Extra CA certificates to trust for the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// The request budget shared by all objects using these credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Platform ids used when an object does not name its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<PlatformDefaults>,
+}
+
+/// What bosun last observed about a provider.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Synced`, `Reconciling` and `Stalled`.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Who the credentials belong to, as the platform answered (for example `team 1 (Acme)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The last `bosun.dev/reconcile-requested-at` token handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+}
+
+/// A deployment platform usable from every namespace. Its Secret reference must name a namespace.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "bosun.dev",
+    version = "v1alpha1",
+    kind = "ClusterProvider",
+    status = "ProviderStatus",
+    shortname = "bcprov",
+    category = "bosun",
+    doc = "A deployment platform usable by Workspaces and DomainBindings in every namespace.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Identity", type_ = "string", json_path = ".status.identity"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("has(self.spec.credentials.secretRef.__namespace__)").message("a ClusterProvider must say where its Secret is: set spec.credentials.secretRef.namespace")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterProviderSpec {
+    /// The same settings as a `Provider`'s spec.
+    #[serde(flatten)]
+    pub provider: ProviderSpec,
+}
+
+/// Gives the settings both provider kinds share, so the controller core treats them alike.
+pub trait ProviderObject {
+    fn settings(&self) -> &ProviderSpec;
+}
+
+impl ProviderObject for Provider {
+    fn settings(&self) -> &ProviderSpec {
+        &self.spec
+    }
+}
+
+impl ProviderObject for ClusterProvider {
+    fn settings(&self) -> &ProviderSpec {
+        &self.spec.provider
+    }
+}

@@ -1,0 +1,283 @@
+//! One controller per kind, wired to the watches that should wake it.
+
+pub mod domain_binding;
+pub mod managed;
+pub mod provider;
+pub mod service_scale;
+pub mod workspace;
+
+use crate::api::{ClusterProvider, DomainBinding, Provider, ProviderKind, ServiceScale, Workspace};
+use crate::core::context::Context;
+use crate::core::reconciler::{error_policy, run, Managed, Reconciler};
+use futures::{Future, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Which namespaces the operator watches.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    All,
+    Namespace(String),
+}
+
+fn api<K>(client: &kube::Client, scope: &Scope) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match scope {
+        Scope::All => Api::all(client.clone()),
+        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+    }
+}
+
+/// Counts controllers whose caches are filled, so `/readyz` is true only after the first sync.
+#[derive(Default)]
+pub struct Readiness {
+    synced: AtomicUsize,
+}
+
+/// How many controllers `run_all` starts.
+pub const CONTROLLERS: usize = 5;
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.synced.load(Ordering::SeqCst) >= CONTROLLERS
+    }
+}
+
+async fn mark_when_synced<K: kube::Resource + Clone + 'static>(
+    store: Store<K>,
+    readiness: Arc<Readiness>,
+) where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    if store.wait_until_ready().await.is_ok() {
+        readiness.synced.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Drives one controller to completion, logging each reconcile's outcome.
+async fn drive<K, R>(
+    controller: Controller<K>,
+    logic: Arc<R>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Managed + kube::Resource<DynamicType = ()>,
+    R: Reconciler<K>,
+{
+    let concurrency = 16;
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |obj, ctx| run(obj, logic.clone(), ctx),
+            error_policy::<K>,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+/// Runs every controller until `shutdown` resolves.
+pub async fn run_all<F>(ctx: Arc<Context>, scope: Scope, readiness: Arc<Readiness>, shutdown: F)
+where
+    F: Future<Output = ()> + Send + Sync + Clone + 'static,
+{
+    let client = ctx.client.clone();
+    let wc = watcher::Config::default().any_semantic();
+
+    // Providers are woken by changes to the Secrets they read.
+    let providers = Controller::new(api::<Provider>(&client, &scope), wc.clone());
+    let provider_store = providers.store();
+    let providers = providers.watches(api::<Secret>(&client, &scope), wc.clone(), move |secret| {
+        let ns = secret.namespace();
+        provider_store
+            .state()
+            .iter()
+            .filter(|p| {
+                p.namespace() == ns && p.spec.credentials.secret_ref.name == secret.name_any()
+            })
+            .map(|p| ObjectRef::from_obj(&**p))
+            .collect::<Vec<_>>()
+    });
+
+    let cluster_providers =
+        Controller::new(Api::<ClusterProvider>::all(client.clone()), wc.clone());
+    let cp_store = cluster_providers.store();
+    let cluster_providers =
+        cluster_providers.watches(api::<Secret>(&client, &scope), wc.clone(), move |secret| {
+            let ns = secret.namespace();
+            cp_store
+                .state()
+                .iter()
+                .filter(|p| {
+                    let r = &p.spec.provider.credentials.secret_ref;
+                    r.namespace == ns && r.name == secret.name_any()
+                })
+                .map(|p| ObjectRef::from_obj(&**p))
+                .collect::<Vec<_>>()
+        });
+
+    // Workspaces are woken by their provider becoming ready and by their env Secrets.
+    let workspaces = Controller::new(api::<Workspace>(&client, &scope), wc.clone());
+    let ws_store = workspaces.store();
+    let (s1, s2, s3) = (ws_store.clone(), ws_store.clone(), ws_store.clone());
+    let workspaces = workspaces
+        .watches(api::<Provider>(&client, &scope), wc.clone(), move |p| {
+            by_provider(
+                &s1,
+                ProviderKind::Provider,
+                p.namespace(),
+                p.name_any(),
+                |w| &w.spec.provider_ref,
+            )
+        })
+        .watches(
+            Api::<ClusterProvider>::all(client.clone()),
+            wc.clone(),
+            move |p| {
+                by_provider(
+                    &s2,
+                    ProviderKind::ClusterProvider,
+                    None,
+                    p.name_any(),
+                    |w| &w.spec.provider_ref,
+                )
+            },
+        )
+        .watches(api::<Secret>(&client, &scope), wc.clone(), move |secret| {
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            s3.state()
+                .iter()
+                .filter(|w| w.namespace() == ns)
+                .filter(|w| {
+                    w.spec.env.iter().any(|e| {
+                        e.value_from
+                            .as_ref()
+                            .is_some_and(|f| f.secret_key_ref.name == name)
+                    })
+                })
+                .map(|w| ObjectRef::from_obj(&**w))
+                .collect::<Vec<_>>()
+        });
+
+    // ServiceScales and DomainBindings are woken by the Workspaces they name.
+    let scales = Controller::new(api::<ServiceScale>(&client, &scope), wc.clone());
+    let scale_store = scales.store();
+    let scales = scales.watches(api::<Workspace>(&client, &scope), wc.clone(), move |w| {
+        let ns = w.namespace();
+        let name = w.name_any();
+        scale_store
+            .state()
+            .iter()
+            .filter(|s| s.namespace() == ns && s.spec.workspace_ref.name == name)
+            .map(|s| ObjectRef::from_obj(&**s))
+            .collect::<Vec<_>>()
+    });
+
+    let bindings = Controller::new(api::<DomainBinding>(&client, &scope), wc.clone());
+    let binding_store = bindings.store();
+    let (b1, b2) = (binding_store.clone(), binding_store.clone());
+    let bindings = bindings
+        .watches(api::<Workspace>(&client, &scope), wc.clone(), move |w| {
+            let ns = w.namespace();
+            let name = w.name_any();
+            b1.state()
+                .iter()
+                .filter(|b| {
+                    b.namespace() == ns
+                        && b.spec
+                            .routes
+                            .iter()
+                            .any(|r| r.workspaces.iter().any(|x| x.name == name))
+                })
+                .map(|b| ObjectRef::from_obj(&**b))
+                .collect::<Vec<_>>()
+        })
+        .watches(api::<Provider>(&client, &scope), wc.clone(), move |p| {
+            by_provider(
+                &b2,
+                ProviderKind::Provider,
+                p.namespace(),
+                p.name_any(),
+                |b| &b.spec.provider_ref,
+            )
+        });
+
+    let syncs = futures::future::join5(
+        mark_when_synced(providers.store(), readiness.clone()),
+        mark_when_synced(cluster_providers.store(), readiness.clone()),
+        mark_when_synced(workspaces.store(), readiness.clone()),
+        mark_when_synced(scales.store(), readiness.clone()),
+        mark_when_synced(bindings.store(), readiness.clone()),
+    );
+    let provider_logic = Arc::new(provider::ProviderReconciler);
+    futures::join!(
+        syncs,
+        drive(
+            providers,
+            provider_logic.clone(),
+            ctx.clone(),
+            shutdown.clone()
+        ),
+        drive(
+            cluster_providers,
+            provider_logic,
+            ctx.clone(),
+            shutdown.clone()
+        ),
+        drive(
+            workspaces,
+            Arc::new(workspace::WorkspaceReconciler),
+            ctx.clone(),
+            shutdown.clone()
+        ),
+        drive(
+            scales,
+            Arc::new(service_scale::ServiceScaleReconciler),
+            ctx.clone(),
+            shutdown.clone()
+        ),
+        drive(
+            bindings,
+            Arc::new(domain_binding::DomainBindingReconciler),
+            ctx.clone(),
+            shutdown
+        ),
+    );
+}
+
+/// The objects in `store` whose provider reference names this provider.
+fn by_provider<K>(
+    store: &Store<K>,
+    kind: ProviderKind,
+    namespace: Option<String>,
+    name: String,
+    reference: impl Fn(&K) -> &crate::api::ProviderRef,
+) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| {
+            let r = reference(o);
+            r.kind == kind
+                && r.name == name
+                && (kind == ProviderKind::ClusterProvider || o.namespace() == namespace)
+        })
+        .map(|o| ObjectRef::from_obj(&**o))
+        .collect()
+}

@@ -1,0 +1,106 @@
+//! `Provider` and `ClusterProvider`: Ready only when an authenticated call to the platform
+//! proved the credentials.
+
+use crate::api::{ClusterProvider, Provider, ProviderStatus};
+use crate::core::conditions::{Readiness, SyncState};
+use crate::core::context::Context;
+use crate::core::error::ReconcileError;
+use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
+use crate::core::references::{self, ProviderView};
+use async_trait::async_trait;
+
+/// Verifies a provider's credentials (both kinds share it).
+pub struct ProviderReconciler;
+
+impl ProviderReconciler {
+    async fn verify(
+        &self,
+        view: &ProviderView,
+        previous: Option<&ProviderStatus>,
+        ctx: &Context,
+    ) -> Result<Report<ProviderStatus>, ReconcileError> {
+        let platform = references::connect(ctx, view).await?;
+        let identity = platform.verify().await.map_err(|e| match e.kind {
+            // Say which Secret holds the refused credential, never the credential.
+            crate::platform::ErrorKind::Unauthorized | crate::platform::ErrorKind::Forbidden => {
+                let r = &view.spec.credentials.secret_ref;
+                ReconcileError::user(
+                    e.reason(),
+                    format!(
+                        "{} refused the credential in Secret {}/{} key {:?}: {e}",
+                        view.spec.type_,
+                        view.secret_namespace.as_deref().unwrap_or_default(),
+                        r.name,
+                        r.key
+                    ),
+                )
+            }
+            _ => ReconcileError::Platform(e),
+        })?;
+        let mut notes = Vec::new();
+        let previous_identity = previous.and_then(|s| s.identity.clone());
+        if previous_identity.as_deref() != Some(identity.as_str()) {
+            notes.push(Note::normal(
+                "CredentialsVerified",
+                "Verify",
+                format!("{} accepted the credential: {identity}", view.spec.type_),
+            ));
+        }
+        let status = ProviderStatus {
+            identity: Some(identity.clone()),
+            ..previous.cloned().unwrap_or_default()
+        };
+        Ok(Report {
+            status,
+            readiness: Readiness::ready(
+                "CredentialsVerified",
+                format!("authenticated as {identity}"),
+            ),
+            sync: SyncState::Synced,
+            requeue_after: None,
+            notes,
+        })
+    }
+}
+
+#[async_trait]
+impl Reconciler<Provider> for ProviderReconciler {
+    async fn reconcile(
+        &self,
+        obj: &Provider,
+        ctx: &Context,
+        _mode: Mode,
+    ) -> Result<Report<ProviderStatus>, ReconcileError> {
+        self.verify(&ProviderView::from_provider(obj), obj.status.as_ref(), ctx)
+            .await
+    }
+
+    async fn cleanup(&self, _obj: &Provider, _ctx: &Context) -> Result<Cleanup, ReconcileError> {
+        Ok(Cleanup::Done(Vec::new()))
+    }
+}
+
+#[async_trait]
+impl Reconciler<ClusterProvider> for ProviderReconciler {
+    async fn reconcile(
+        &self,
+        obj: &ClusterProvider,
+        ctx: &Context,
+        _mode: Mode,
+    ) -> Result<Report<ProviderStatus>, ReconcileError> {
+        self.verify(
+            &ProviderView::from_cluster_provider(obj),
+            obj.status.as_ref(),
+            ctx,
+        )
+        .await
+    }
+
+    async fn cleanup(
+        &self,
+        _obj: &ClusterProvider,
+        _ctx: &Context,
+    ) -> Result<Cleanup, ReconcileError> {
+        Ok(Cleanup::Done(Vec::new()))
+    }
+}

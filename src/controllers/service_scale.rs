@@ -1,0 +1,74 @@
+//! `ServiceScale`: one service's replica count at the platform.
+
+use crate::api::{ServiceScale, ServiceScaleStatus, Workspace};
+use crate::core::context::Context;
+use crate::core::error::ReconcileError;
+use crate::core::reconciler::{Cleanup, Mode, Reconciler, Report};
+use crate::core::references;
+use async_trait::async_trait;
+use kube::{Api, ResourceExt};
+
+use super::workspace::UNSUPPORTED;
+
+/// Reconciles ServiceScales.
+pub struct ServiceScaleReconciler;
+
+/// Reads the Workspace a same-namespace reference names.
+pub async fn get_workspace(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Workspace, ReconcileError> {
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(ws)) => Ok(ws),
+        Ok(None) => Err(ReconcileError::waiting(
+            "WorkspaceNotFound",
+            format!("Workspace {namespace}/{name} not found: create it or fix the reference"),
+        )),
+        Err(e) => Err(ReconcileError::kube(
+            format!("get Workspace {namespace}/{name}"),
+            e,
+        )),
+    }
+}
+
+#[async_trait]
+impl Reconciler<ServiceScale> for ServiceScaleReconciler {
+    async fn reconcile(
+        &self,
+        obj: &ServiceScale,
+        ctx: &Context,
+        _mode: Mode,
+    ) -> Result<Report<ServiceScaleStatus>, ReconcileError> {
+        let namespace = obj.namespace().unwrap_or_default();
+        let workspace = get_workspace(ctx, &namespace, &obj.spec.workspace_ref.name).await?;
+        let (view, platform) =
+            references::ready_platform(ctx, &namespace, &workspace.spec.provider_ref).await?;
+        if !platform.capabilities().service_scale {
+            return Err(ReconcileError::user(
+                UNSUPPORTED,
+                format!(
+                    "spec.service: {} has no per-service replica count; delete this ServiceScale",
+                    view.spec.type_
+                ),
+            ));
+        }
+        Err(ReconcileError::user(
+            "NotImplemented",
+            format!(
+                "this version of bosun cannot scale services on {} yet",
+                view.spec.type_
+            ),
+        ))
+    }
+
+    async fn cleanup(
+        &self,
+        _obj: &ServiceScale,
+        _ctx: &Context,
+    ) -> Result<Cleanup, ReconcileError> {
+        // A service's scale is not an object of its own at the platform: nothing to delete.
+        Ok(Cleanup::Done(Vec::new()))
+    }
+}

@@ -1,0 +1,12 @@
+//! The provider-neutral controller core: it knows Kubernetes and the reconcile loop, and no
+//! platform.
+
+pub mod annotations;
+pub mod backoff;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod reconciler;
+pub mod references;

@@ -1,0 +1,464 @@
+//! The reconcile loop every kind shares: steering annotations, finalizer, conditions, status
+//! written by server-side apply only when it changed, Events, and when to look again.
+//!
+//! A kind supplies only its own observe → plan → act through [`Reconciler`].
+
+use super::annotations::{self, Steering};
+use super::conditions::{self, Readiness, SyncState};
+use super::context::Context;
+use super::error::ReconcileError;
+use crate::api::condition_types::SYNCED;
+use crate::api::{find_condition, FINALIZER};
+use async_trait::async_trait;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::{Api, Resource, ResourceExt};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn, Instrument};
+
+/// The field manager of every status write.
+pub const FIELD_MANAGER: &str = "bosun";
+
+/// A bosun kind, as the shared loop sees it.
+pub trait Managed:
+    Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    type Status: Clone + Debug + Default + PartialEq + Serialize + Send + Sync;
+    /// Whether deleting the object must first clean up at the platform.
+    const FINALIZES: bool;
+
+    fn api(client: kube::Client, obj: &Self) -> Api<Self>;
+    fn status(&self) -> Option<&Self::Status>;
+    fn conditions(status: &Self::Status) -> &[Condition];
+    fn last_handled(status: &Self::Status) -> Option<&str>;
+    /// Writes the fields the loop owns into a status.
+    fn stamp(
+        status: &mut Self::Status,
+        generation: Option<i64>,
+        conditions: Vec<Condition>,
+        last_handled: Option<String>,
+    );
+}
+
+/// Whether this reconcile may change things at the platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    /// False when paused or with `managementPolicy: Observe`.
+    pub act: bool,
+    /// A `reconcile-requested-at` token is new: redo work even if nothing seems to differ.
+    pub requested: bool,
+}
+
+/// An Event to publish about the object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: String,
+    pub action: String,
+    pub message: String,
+}
+
+impl Note {
+    pub fn normal(reason: &str, action: &str, message: impl Into<String>) -> Self {
+        Note {
+            warning: false,
+            reason: reason.into(),
+            action: action.into(),
+            message: message.into(),
+        }
+    }
+    pub fn warning(reason: &str, action: &str, message: impl Into<String>) -> Self {
+        Note {
+            warning: true,
+            reason: reason.into(),
+            action: action.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What one reconcile of a kind found and did.
+#[derive(Clone, Debug)]
+pub struct Report<S> {
+    /// The kind's observed fields (the loop fills in conditions and generation).
+    pub status: S,
+    pub readiness: Readiness,
+    pub sync: SyncState,
+    /// Look again sooner than the poll interval (a long operation is being tracked).
+    pub requeue_after: Option<Duration>,
+    pub notes: Vec<Note>,
+}
+
+/// How cleanup ended.
+pub enum Cleanup {
+    /// Nothing is left at the platform (or the policy leaves it): the finalizer may go.
+    Done(Vec<Note>),
+    /// Deletion is under way; look again after this long.
+    InProgress(Duration, String),
+}
+
+/// The kind-specific part of a reconcile.
+#[async_trait]
+pub trait Reconciler<K: Managed>: Send + Sync + 'static {
+    /// Observe the platform, plan (pure), act when `mode.act`, and report.
+    async fn reconcile(
+        &self,
+        obj: &K,
+        ctx: &Context,
+        mode: Mode,
+    ) -> Result<Report<K::Status>, ReconcileError>;
+
+    /// Remove what the object owns at the platform, honouring its deletion policy.
+    async fn cleanup(&self, obj: &K, ctx: &Context) -> Result<Cleanup, ReconcileError>;
+}
+
+/// Error of the shared loop itself (only the finalizer patch can fail here).
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<ReconcileError>>),
+}
+
+/// Runs one reconcile of `obj` with `logic`.
+pub async fn run<K, R>(obj: Arc<K>, logic: Arc<R>, ctx: Arc<Context>) -> Result<Action, LoopError>
+where
+    K: Managed,
+    R: Reconciler<K>,
+{
+    let kind = K::kind(&()).to_string();
+    let span = tracing::info_span!("reconcile", kind = %kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    async move {
+        let started = Instant::now();
+        let key = obj.uid().unwrap_or_else(|| obj.name_any());
+        let api = K::api(ctx.client.clone(), &obj);
+        let result = if K::FINALIZES {
+            finalizer(&api, FINALIZER, obj.clone(), |event| async {
+                match event {
+                    FinalizerEvent::Apply(o) => Ok(apply(&*o, &*logic, &ctx).await),
+                    FinalizerEvent::Cleanup(o) => cleanup(&*o, &*logic, &ctx).await,
+                }
+            })
+            .await
+            .map_err(|e| LoopError::Finalizer(Box::new(e)))
+        } else {
+            Ok(apply(&*obj, &*logic, &ctx).await)
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(_) => "error",
+        };
+        ctx.metrics.reconciled(&kind, outcome, started.elapsed());
+        if result.is_ok() {
+            // Backoff is reset by the Ready path inside `apply`; errors here are finalizer patches.
+        } else {
+            ctx.backoffs.fail(&key, None);
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Requeue policy for errors of the loop itself (finalizer patches, cleanup failures).
+pub fn error_policy<K: Managed>(obj: Arc<K>, error: &LoopError, ctx: Arc<Context>) -> Action {
+    let key = obj.uid().unwrap_or_else(|| obj.name_any());
+    let retry_after = match error {
+        LoopError::Finalizer(e) => match e.as_ref() {
+            kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.retry_after(),
+            _ => None,
+        },
+    };
+    let delay = ctx.backoffs.fail(&key, retry_after);
+    warn!(error = %error, delay_s = delay.as_secs_f64(), "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) -> Action {
+    let key = obj.uid().unwrap_or_else(|| obj.name_any());
+    let steering = annotations::steering(obj.annotations());
+    let previous = obj.status().cloned().unwrap_or_default();
+    let requested = annotations::reconcile_requested(&steering, K::last_handled(&previous));
+    let mode = Mode {
+        act: !steering.paused,
+        requested,
+    };
+
+    let (report, failed) = match logic.reconcile(obj, ctx, mode).await {
+        Ok(mut report) => {
+            if steering.paused {
+                report.sync = SyncState::Paused;
+            }
+            (report, None)
+        }
+        Err(error) => (failure_report::<K>(&previous, &error), Some(error)),
+    };
+    let mut report = report;
+    if let Some(msg) = &steering.poll_interval_error {
+        report
+            .notes
+            .push(Note::warning("InvalidAnnotation", "Reconcile", msg.clone()));
+    }
+
+    let last_handled = steering
+        .reconcile_requested_at
+        .clone()
+        .or_else(|| K::last_handled(&previous).map(String::from));
+    write_status(
+        obj,
+        ctx,
+        &previous,
+        report.status.clone(),
+        &report.readiness,
+        &report.sync,
+        last_handled,
+    )
+    .await;
+    publish_notes(obj, ctx, &previous, &report).await;
+
+    let poll = steering.poll_interval.unwrap_or(ctx.settings.poll_interval);
+    match failed {
+        Some(error) if error.is_transient() => {
+            let delay = ctx.backoffs.fail(&key, error.retry_after());
+            info!(
+                reason = error.reason(),
+                delay_s = delay.as_secs_f64(),
+                "transient error; backing off"
+            );
+            Action::requeue(delay)
+        }
+        Some(error) => {
+            // Waiting on a dependency or on the user: watches bring the change; the poll is a
+            // safety net, never a retry storm.
+            ctx.backoffs.succeed(&key);
+            info!(reason = error.reason(), "waiting for a change");
+            Action::requeue(jittered(poll))
+        }
+        None => {
+            ctx.backoffs.succeed(&key);
+            Action::requeue(
+                report
+                    .requeue_after
+                    .map(|d| d.min(poll))
+                    .unwrap_or_else(|| jittered(poll)),
+            )
+        }
+    }
+}
+
+async fn cleanup<K: Managed, R: Reconciler<K>>(
+    obj: &K,
+    logic: &R,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let steering = annotations::steering(obj.annotations());
+    let previous = obj.status().cloned().unwrap_or_default();
+    let last_handled = K::last_handled(&previous).map(String::from);
+    if steering.paused {
+        let sync = SyncState::Paused;
+        let readiness = Readiness::not_ready(
+            "Deleting",
+            "deletion waits until bosun.dev/paused is removed",
+        );
+        write_status(
+            obj,
+            ctx,
+            &previous,
+            previous.clone(),
+            &readiness,
+            &sync,
+            last_handled,
+        )
+        .await;
+        return Ok(Action::requeue(jittered(ctx.settings.poll_interval)));
+    }
+    match logic.cleanup(obj, ctx).await {
+        Ok(Cleanup::Done(notes)) => {
+            for note in notes {
+                publish(obj, ctx, &note).await;
+            }
+            Ok(Action::await_change())
+        }
+        Ok(Cleanup::InProgress(after, message)) => {
+            let readiness = Readiness::not_ready("Deleting", message.clone());
+            let sync = SyncState::Progressing {
+                reason: "Deleting".into(),
+                message,
+            };
+            write_status(
+                obj,
+                ctx,
+                &previous,
+                previous.clone(),
+                &readiness,
+                &sync,
+                last_handled,
+            )
+            .await;
+            Ok(Action::requeue(after))
+        }
+        Err(error) => {
+            let report = failure_report::<K>(&previous, &error);
+            write_status(
+                obj,
+                ctx,
+                &previous,
+                report.status.clone(),
+                &report.readiness,
+                &report.sync,
+                last_handled,
+            )
+            .await;
+            publish(
+                obj,
+                ctx,
+                &Note::warning(
+                    error.reason(),
+                    "Delete",
+                    format!("cannot delete yet: {error}"),
+                ),
+            )
+            .await;
+            Err(error)
+        }
+    }
+}
+
+/// The report for a reconcile that failed: observed fields stay as they were.
+fn failure_report<K: Managed>(previous: &K::Status, error: &ReconcileError) -> Report<K::Status> {
+    let reason = error.reason().to_string();
+    let message = error.to_string();
+    let sync = match error {
+        ReconcileError::Waiting { .. } => SyncState::Progressing {
+            reason: reason.clone(),
+            message: message.clone(),
+        },
+        e if e.is_transient() => SyncState::Retrying {
+            reason: reason.clone(),
+            message: message.clone(),
+        },
+        _ => SyncState::Stalled {
+            reason: reason.clone(),
+            message: message.clone(),
+        },
+    };
+    Report {
+        status: previous.clone(),
+        readiness: Readiness::not_ready(&reason, message),
+        sync,
+        requeue_after: None,
+        notes: Vec::new(),
+    }
+}
+
+/// Applies the status when it differs from what is stored; a no-op reconcile writes nothing.
+async fn write_status<K: Managed>(
+    obj: &K,
+    ctx: &Context,
+    previous: &K::Status,
+    mut status: K::Status,
+    readiness: &Readiness,
+    sync: &SyncState,
+    last_handled: Option<String>,
+) {
+    let kind = K::kind(&()).to_string();
+    let conditions = conditions::compute(
+        K::conditions(previous),
+        obj.meta().generation,
+        readiness,
+        sync,
+        Timestamp::now(),
+    );
+    K::stamp(&mut status, obj.meta().generation, conditions, last_handled);
+    if obj.status() == Some(&status) {
+        ctx.metrics.status_write(&kind, false);
+        return;
+    }
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": kind,
+        "status": status,
+    });
+    let api = K::api(ctx.client.clone(), obj);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api
+        .patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
+        .await
+    {
+        Ok(_) => ctx.metrics.status_write(&kind, true),
+        // The object may be gone already (deleted while we worked); the next event retries.
+        Err(e) => warn!(error = %e, "cannot write status"),
+    }
+}
+
+/// Publishes the report's Events, plus one for an error whose message is new.
+async fn publish_notes<K: Managed>(
+    obj: &K,
+    ctx: &Context,
+    previous: &K::Status,
+    report: &Report<K::Status>,
+) {
+    for note in &report.notes {
+        publish(obj, ctx, note).await;
+    }
+    let prior = find_condition(K::conditions(previous), SYNCED)
+        .map(|c| (c.reason.as_str(), c.message.as_str()));
+    let (reason, message) = match &report.sync {
+        SyncState::Retrying { reason, message } | SyncState::Stalled { reason, message } => {
+            (reason, message)
+        }
+        SyncState::Progressing { reason, message } if is_waiting_reason(reason) => {
+            (reason, message)
+        }
+        _ => return,
+    };
+    // The same error again is already visible in the condition; only a new one is an Event.
+    if prior != Some((reason.as_str(), message.as_str())) {
+        publish(
+            obj,
+            ctx,
+            &Note::warning(reason, "Reconcile", message.clone()),
+        )
+        .await;
+    }
+}
+
+fn is_waiting_reason(reason: &str) -> bool {
+    reason.ends_with("NotFound") || reason.ends_with("NotReady")
+}
+
+async fn publish<K: Managed>(obj: &K, ctx: &Context, note: &Note) {
+    let event = Event {
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: note.reason.clone(),
+        note: Some(note.message.chars().take(1000).collect()),
+        action: note.action.clone(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, reason = %note.reason, "cannot publish Event");
+    }
+}
+
+/// The poll interval with ±10 % jitter, so objects created together do not poll together.
+fn jittered(d: Duration) -> Duration {
+    let factor = 0.9 + 0.2 * rand::rng().random::<f64>();
+    Duration::from_secs_f64(d.as_secs_f64() * factor)
+}
+
+/// The steering annotations, for kinds that need them in their own logic.
+pub fn steering_of<K: Resource>(obj: &K) -> Steering {
+    annotations::steering(obj.annotations())
+}

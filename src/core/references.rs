@@ -1,0 +1,284 @@
+//! Resolving what an object refers to (Providers, Secrets, Workspaces), with conditions that
+//! name exactly what is missing.
+
+use super::context::Context;
+use super::error::ReconcileError;
+use crate::api::condition_types::READY;
+use crate::api::{
+    find_condition, ClusterProvider, Provider, ProviderKind, ProviderObject, ProviderRef,
+    ProviderSpec, ProviderStatus, SecretKeyRef,
+};
+use crate::platform::{self, Connection, Credential, Platform};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// A provider object, whichever kind it is.
+#[derive(Clone, Debug)]
+pub struct ProviderView {
+    /// `Provider/<ns>/<name>` or `ClusterProvider/<name>`, for messages and cache keys.
+    pub display: String,
+    pub spec: ProviderSpec,
+    pub status: Option<ProviderStatus>,
+    pub generation: Option<i64>,
+    /// Where its Secrets live.
+    pub secret_namespace: Option<String>,
+}
+
+impl ProviderView {
+    pub fn from_provider(p: &Provider) -> Self {
+        ProviderView {
+            display: format!(
+                "Provider {}/{}",
+                p.namespace().unwrap_or_default(),
+                p.name_any()
+            ),
+            spec: p.settings().clone(),
+            status: p.status.clone(),
+            generation: p.metadata.generation,
+            secret_namespace: p.namespace(),
+        }
+    }
+
+    pub fn from_cluster_provider(p: &ClusterProvider) -> Self {
+        ProviderView {
+            display: format!("ClusterProvider {}", p.name_any()),
+            spec: p.settings().clone(),
+            status: p.status.clone(),
+            generation: p.metadata.generation,
+            secret_namespace: p.settings().credentials.secret_ref.namespace.clone(),
+        }
+    }
+
+    /// Ready, and for the current generation.
+    pub fn ready(&self) -> Result<(), String> {
+        let status = self.status.as_ref();
+        let ready = status.and_then(|s| find_condition(&s.conditions, READY));
+        match ready {
+            Some(c) if c.status == "True" && c.observed_generation == self.generation => Ok(()),
+            Some(c) if c.status == "True" => Err("is being verified after a change".into()),
+            Some(c) if !c.message.is_empty() => {
+                Err(format!("is not Ready ({}: {})", c.reason, c.message))
+            }
+            Some(c) => Err(format!("is not Ready ({})", c.reason)),
+            None => Err("has not been verified yet".into()),
+        }
+    }
+}
+
+/// Reads the provider a reference names.
+pub async fn get_provider(
+    ctx: &Context,
+    namespace: &str,
+    reference: &ProviderRef,
+) -> Result<ProviderView, ReconcileError> {
+    match reference.kind {
+        ProviderKind::Provider => {
+            let api: Api<Provider> = Api::namespaced(ctx.client.clone(), namespace);
+            match api.get_opt(&reference.name).await {
+                Ok(Some(p)) => Ok(ProviderView::from_provider(&p)),
+                Ok(None) => Err(ReconcileError::waiting(
+                    "ProviderNotFound",
+                    format!(
+                        "Provider {namespace}/{} not found: create it or fix spec.providerRef",
+                        reference.name
+                    ),
+                )),
+                Err(e) => Err(ReconcileError::kube(
+                    format!("get Provider {namespace}/{}", reference.name),
+                    e,
+                )),
+            }
+        }
+        ProviderKind::ClusterProvider => {
+            let api: Api<ClusterProvider> = Api::all(ctx.client.clone());
+            match api.get_opt(&reference.name).await {
+                Ok(Some(p)) => Ok(ProviderView::from_cluster_provider(&p)),
+                Ok(None) => Err(ReconcileError::waiting(
+                    "ProviderNotFound",
+                    format!(
+                        "ClusterProvider {} not found: create it or fix spec.providerRef",
+                        reference.name
+                    ),
+                )),
+                Err(e) => Err(ReconcileError::kube(
+                    format!("get ClusterProvider {}", reference.name),
+                    e,
+                )),
+            }
+        }
+    }
+}
+
+/// Reads the provider a reference names and insists that it is Ready, then connects to it.
+pub async fn ready_platform(
+    ctx: &Context,
+    namespace: &str,
+    reference: &ProviderRef,
+) -> Result<(ProviderView, Arc<dyn Platform>), ReconcileError> {
+    let view = get_provider(ctx, namespace, reference).await?;
+    if let Err(why) = view.ready() {
+        return Err(ReconcileError::waiting(
+            "ProviderNotReady",
+            format!("{} {why}", view.display),
+        ));
+    }
+    let platform = connect(ctx, &view).await?;
+    Ok((view, platform))
+}
+
+/// Reads one key of a Secret. The value is returned, never logged or put in an error.
+pub async fn secret_value(
+    ctx: &Context,
+    namespace: &str,
+    reference: &SecretKeyRef,
+) -> Result<String, ReconcileError> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = match api.get_opt(&reference.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Err(ReconcileError::waiting(
+                "SecretNotFound",
+                format!("Secret {namespace}/{} not found", reference.name),
+            ))
+        }
+        Err(e) => {
+            return Err(ReconcileError::kube(
+                format!("get Secret {namespace}/{}", reference.name),
+                e,
+            ))
+        }
+    };
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&reference.key))
+        .map(|b| b.0.clone());
+    let from_string = secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(&reference.key))
+        .map(|s| s.clone().into_bytes());
+    let bytes = from_data.or(from_string).ok_or_else(|| {
+        ReconcileError::waiting(
+            "SecretKeyNotFound",
+            format!(
+                "Secret {namespace}/{} has no key {:?}",
+                reference.name, reference.key
+            ),
+        )
+    })?;
+    let value = String::from_utf8(bytes).map_err(|_| {
+        ReconcileError::user(
+            "SecretValueInvalid",
+            format!(
+                "key {:?} of Secret {namespace}/{} is not UTF-8 text",
+                reference.key, reference.name
+            ),
+        )
+    })?;
+    // Secrets written with `echo` often end in a newline that no platform accepts in a token.
+    Ok(value.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Builds (or reuses) the platform client for a provider, reading its Secret and CA.
+pub async fn connect(
+    ctx: &Context,
+    view: &ProviderView,
+) -> Result<Arc<dyn Platform>, ReconcileError> {
+    let secret_ns = view.secret_namespace.clone().ok_or_else(|| {
+        ReconcileError::user(
+            "SecretNamespaceMissing",
+            format!("{} names no namespace for its Secret", view.display),
+        )
+    })?;
+    let token = secret_value(ctx, &secret_ns, &view.spec.credentials.secret_ref).await?;
+    if token.is_empty() {
+        return Err(ReconcileError::user(
+            "CredentialsEmpty",
+            format!(
+                "key {:?} of Secret {secret_ns}/{} is empty",
+                view.spec.credentials.secret_ref.key, view.spec.credentials.secret_ref.name
+            ),
+        ));
+    }
+    let tls = view.spec.tls.clone().unwrap_or_default();
+    let mut ca_pem = tls.ca_bundle.clone();
+    if let Some(ca_ref) = &tls.ca_secret_ref {
+        let ns = ca_ref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| secret_ns.clone());
+        let pem = secret_value(ctx, &ns, ca_ref).await?;
+        ca_pem = Some(match ca_pem {
+            Some(inline) => format!("{inline}\n{pem}"),
+            None => pem,
+        });
+    }
+    let endpoint = match view
+        .spec
+        .endpoint
+        .clone()
+        .or_else(|| platform::default_endpoint(view.spec.type_).map(String::from))
+    {
+        Some(e) => e,
+        None => {
+            return Err(ReconcileError::user(
+                "EndpointRequired",
+                format!(
+                    "{} needs spec.endpoint: {} has no public URL",
+                    view.display, view.spec.type_
+                ),
+            ))
+        }
+    };
+    let limit = view.spec.rate_limit.clone().unwrap_or_default();
+    let per_minute = limit
+        .requests_per_minute
+        .unwrap_or_else(|| platform::default_requests_per_minute(view.spec.type_));
+    let burst = limit.burst.unwrap_or((per_minute / 10).max(1));
+
+    let mut hasher = DefaultHasher::new();
+    (
+        view.spec.type_.as_str(),
+        &endpoint,
+        &token,
+        &ca_pem,
+        per_minute,
+        burst,
+    )
+        .hash(&mut hasher);
+    format!("{:?}", view.spec.defaults).hash(&mut hasher);
+    let fingerprint = hasher.finish();
+    if let Some(platform) = ctx.platforms.get(&view.display, fingerprint) {
+        return Ok(platform);
+    }
+    let budget = ctx.budgets.get(
+        view.spec.type_.as_str(),
+        &endpoint,
+        &token,
+        per_minute,
+        burst,
+    );
+    let connection = Connection {
+        platform: view.spec.type_,
+        endpoint,
+        credential: Credential::new(token),
+        ca_pem,
+        defaults: view.spec.defaults.clone().unwrap_or_default(),
+        budget,
+        metrics: ctx.metrics.clone(),
+    };
+    let platform = platform::connect(connection).map_err(|e| {
+        if e.kind == platform::ErrorKind::Tls {
+            ReconcileError::user("TLSConfigInvalid", format!("{}: {e}", view.display))
+        } else {
+            ReconcileError::user("PlatformNotSupported", format!("{}: {e}", view.display))
+        }
+    })?;
+    ctx.platforms
+        .put(&view.display, fingerprint, platform.clone());
+    Ok(platform)
+}

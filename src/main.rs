@@ -1,0 +1,40 @@
+use bosun::cli::{init_logging, Cli, Command};
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => match bosun::api::crds_yaml(&bosun::api::all_crds()) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bosun crds: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            init_logging(cli.log_format);
+            match bosun::cli::run::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "bosun run failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Sim(args) => {
+            init_logging(cli.log_format);
+            match bosun::sim::cli::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "bosun sim failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! One request budget per platform credential, shared by every object that uses it.
+//!
+//! A token bucket refilled at the sustained rate; a 429 from the platform pauses the whole
+//! bucket for its `Retry-After`, because every caller with that credential would get the same
+//! answer.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Token-bucket arithmetic, kept free of clocks and locks so it can be tested exactly.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    paused_until: Option<Instant>,
+}
+
+impl Bucket {
+    pub fn new(requests_per_minute: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Bucket {
+            per_second: f64::from(requests_per_minute.max(1)) / 60.0,
+            burst,
+            tokens: burst,
+            last: now,
+            paused_until: None,
+        }
+    }
+
+    /// Takes one token; returns how long the caller must wait before sending (zero = now).
+    /// A waiting caller's token is already taken, so callers queue fairly.
+    pub fn reserve(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.last = now;
+        self.tokens -= 1.0;
+        let refill_wait = if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.per_second)
+        };
+        let pause_wait = self
+            .paused_until
+            .map(|until| until.saturating_duration_since(now))
+            .unwrap_or_default();
+        refill_wait.max(pause_wait)
+    }
+
+    /// Stops all sending until `now + after` (the platform said 429 with `Retry-After`).
+    pub fn pause(&mut self, now: Instant, after: Duration) {
+        let until = now + after;
+        if self.paused_until.is_none_or(|p| p < until) {
+            self.paused_until = Some(until);
+        }
+        // Nothing accumulated while paused: the platform's window restarts too.
+        self.tokens = self.tokens.min(0.0);
+    }
+}
+
+/// A shared, async budget.
+#[derive(Debug)]
+pub struct RateBudget {
+    bucket: Mutex<Bucket>,
+    requests_per_minute: u32,
+}
+
+impl RateBudget {
+    pub fn new(requests_per_minute: u32, burst: u32) -> Self {
+        RateBudget {
+            bucket: Mutex::new(Bucket::new(requests_per_minute, burst, Instant::now())),
+            requests_per_minute,
+        }
+    }
+
+    /// Waits until a request may be sent. Never holds a lock while waiting.
+    pub async fn acquire(&self) -> Duration {
+        let wait = self
+            .bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reserve(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        wait
+    }
+
+    pub fn pause(&self, after: Duration) {
+        self.bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pause(Instant::now(), after);
+    }
+
+    pub fn requests_per_minute(&self) -> u32 {
+        self.requests_per_minute
+    }
+}
+
+/// The budgets of all credentials, keyed by platform, endpoint and a hash of the credential
+/// (kept in memory only; neither the credential nor its hash is written anywhere).
+#[derive(Debug, Default)]
+pub struct Budgets {
+    budgets: Mutex<HashMap<(String, String, u64), Arc<RateBudget>>>,
+}
+
+impl Budgets {
+    /// The budget for this credential, created on first use. A changed limit replaces it.
+    pub fn get(
+        &self,
+        platform: &str,
+        endpoint: &str,
+        credential: &str,
+        per_minute: u32,
+        burst: u32,
+    ) -> Arc<RateBudget> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        credential.hash(&mut hasher);
+        let key = (platform.to_string(), endpoint.to_string(), hasher.finish());
+        let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry(key)
+            .or_insert_with(|| Arc::new(RateBudget::new(per_minute, burst)));
+        if entry.requests_per_minute() != per_minute {
+            *entry = Arc::new(RateBudget::new(per_minute, burst));
+        }
+        entry.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_sustained_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(60, 3, t0);
+        assert_eq!(b.reserve(t0), Duration::ZERO);
+        assert_eq!(b.reserve(t0), Duration::ZERO);
+        assert_eq!(b.reserve(t0), Duration::ZERO);
+        // The fourth waits one token at 1/s; the fifth two.
+        assert_eq!(b.reserve(t0), Duration::from_secs(1));
+        assert_eq!(b.reserve(t0), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn refills_over_time_up_to_burst() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(60, 2, t0);
+        b.reserve(t0);
+        b.reserve(t0);
+        let later = t0 + Duration::from_secs(100);
+        assert_eq!(b.reserve(later), Duration::ZERO);
+        assert_eq!(b.reserve(later), Duration::ZERO);
+        assert_eq!(b.reserve(later), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn never_exceeds_the_rate_over_a_window() {
+        // 120 requests at once against 30/min with burst 5: the last one waits (120-5)*2 s.
+        let t0 = Instant::now();
+        let mut b = Bucket::new(30, 5, t0);
+        let waits: Vec<Duration> = (0..120).map(|_| b.reserve(t0)).collect();
+        assert_eq!(waits[4], Duration::ZERO);
+        assert_eq!(waits[5], Duration::from_secs(2));
+        assert_eq!(waits[119], Duration::from_secs(230));
+        // Sends within any 60 s window: at most burst + 30.
+        let sends: Vec<f64> = waits.iter().map(|w| w.as_secs_f64()).collect();
+        for start in 0..sends.len() {
+            let in_window = sends
+                .iter()
+                .filter(|s| **s >= sends[start] && **s < sends[start] + 60.0)
+                .count();
+            assert!(in_window <= 35, "{in_window} sends in one minute");
+        }
+    }
+
+    #[test]
+    fn a_429_pauses_everyone() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(600, 10, t0);
+        b.pause(t0, Duration::from_secs(7));
+        assert_eq!(b.reserve(t0), Duration::from_secs(7));
+        assert_eq!(
+            b.reserve(t0 + Duration::from_secs(7)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn budgets_are_shared_per_credential() {
+        let budgets = Budgets::default();
+        let a = budgets.get("codesphere", "http://x", "token-a", 60, 5);
+        let a2 = budgets.get("codesphere", "http://x", "token-a", 60, 5);
+        let b = budgets.get("codesphere", "http://x", "token-b", 60, 5);
+        assert!(Arc::ptr_eq(&a, &a2));
+        assert!(!Arc::ptr_eq(&a, &b));
+        let changed = budgets.get("codesphere", "http://x", "token-a", 120, 5);
+        assert!(!Arc::ptr_eq(&a, &changed));
+    }
+}

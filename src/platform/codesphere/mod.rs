@@ -1,0 +1,6 @@
+//! Codesphere: API client, simulator and mapping.
+
+pub mod client;
+pub mod sim;
+
+pub use client::Codesphere;

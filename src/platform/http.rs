@@ -1,0 +1,195 @@
+//! The HTTP client every platform client is built on: TLS trust, the shared request budget,
+//! 429 handling and request metrics live here once.
+
+use super::budget::RateBudget;
+use super::{Connection, ErrorKind, PlatformError};
+use crate::core::metrics::Metrics;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A budgeted, instrumented HTTP client for one platform account.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    platform: &'static str,
+    budget: Arc<RateBudget>,
+    metrics: Metrics,
+}
+
+impl ApiClient {
+    /// Builds the client. TLS is always verified; `ca_pem` adds trust, it never removes checks.
+    pub fn new(connection: &Connection, platform: &'static str) -> Result<Self, PlatformError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("bosun/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            // Redirects are followed by the platform clients that need them, so that
+            // credentials are never forwarded by accident.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &connection.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                PlatformError::new(
+                    ErrorKind::Tls,
+                    format!("the provider's CA bundle is not valid PEM: {e}"),
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(PlatformError::new(
+                    ErrorKind::Tls,
+                    "the provider's CA bundle holds no certificate",
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| {
+            PlatformError::new(ErrorKind::Tls, format!("cannot build the HTTP client: {e}"))
+        })?;
+        Ok(ApiClient {
+            http,
+            base: connection.endpoint.trim_end_matches('/').to_string(),
+            platform,
+            budget: connection.budget.clone(),
+            metrics: connection.metrics.clone(),
+        })
+    }
+
+    /// A request to `path` (relative to the endpoint).
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{}", self.base, path))
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request within the budget. `operation` names the endpoint in metrics.
+    /// A 429 pauses the whole credential's budget for its `Retry-After` and is returned as a
+    /// `RateLimited` error; other statuses are returned for the platform client to interpret.
+    pub async fn send(
+        &self,
+        operation: &str,
+        request: RequestBuilder,
+    ) -> Result<Response, PlatformError> {
+        self.budget.acquire().await;
+        let started = Instant::now();
+        let result = request.send().await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                self.metrics
+                    .provider_request(self.platform, operation, status.as_str(), elapsed);
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    let after = retry_after(&response).unwrap_or(Duration::from_secs(10));
+                    self.budget.pause(after);
+                    let mut err = PlatformError::new(
+                        ErrorKind::RateLimited,
+                        format!(
+                            "{} answered 429 Too Many Requests; waiting {}s",
+                            self.platform,
+                            after.as_secs()
+                        ),
+                    );
+                    err.status = Some(429);
+                    err.retry_after = Some(after);
+                    return Err(err);
+                }
+                Ok(response)
+            }
+            Err(e) => {
+                let label = if e.is_timeout() { "timeout" } else { "error" };
+                self.metrics
+                    .provider_request(self.platform, operation, label, elapsed);
+                Err(transport_error(self.platform, &e))
+            }
+        }
+    }
+}
+
+/// Reads `Retry-After` in seconds (the HTTP-date form is rare for APIs and treated as absent).
+pub fn retry_after(response: &Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// Classifies a failure to get any answer. The URL is left out: it may carry a query token.
+fn transport_error(platform: &str, e: &reqwest::Error) -> PlatformError {
+    let mut chain = String::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = chain.to_ascii_lowercase();
+    let kind =
+        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+            ErrorKind::Tls
+        } else if e.is_timeout() {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Unavailable
+        };
+    let what = match kind {
+        ErrorKind::Tls => "TLS verification failed",
+        ErrorKind::Timeout => "no answer in time",
+        _ => "cannot reach the platform",
+    };
+    PlatformError::new(kind, format!("{platform}: {what}{chain}"))
+}
+
+/// The status-code classes every platform shares; platform clients refine the message.
+pub fn kind_for_status(status: StatusCode) -> ErrorKind {
+    match status.as_u16() {
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 | 410 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict,
+        402 => ErrorKind::QuotaExceeded,
+        429 => ErrorKind::RateLimited,
+        408 | 504 => ErrorKind::Timeout,
+        500..=599 => ErrorKind::Unavailable,
+        400..=499 => ErrorKind::Invalid,
+        _ => ErrorKind::Protocol,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_map_to_what_they_mean() {
+        assert_eq!(
+            kind_for_status(StatusCode::UNAUTHORIZED),
+            ErrorKind::Unauthorized
+        );
+        assert_eq!(kind_for_status(StatusCode::FORBIDDEN), ErrorKind::Forbidden);
+        assert_eq!(
+            kind_for_status(StatusCode::PAYMENT_REQUIRED),
+            ErrorKind::QuotaExceeded
+        );
+        assert_eq!(
+            kind_for_status(StatusCode::UNPROCESSABLE_ENTITY),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            kind_for_status(StatusCode::BAD_GATEWAY),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind_for_status(StatusCode::GATEWAY_TIMEOUT),
+            ErrorKind::Timeout
+        );
+        assert_eq!(kind_for_status(StatusCode::CONFLICT), ErrorKind::Conflict);
+    }
+}
