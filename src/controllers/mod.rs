@@ -12,9 +12,11 @@ use crate::core::reconciler::{error_policy, run, Managed, Reconciler};
 use futures::{Future, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource, ResourceExt};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -33,6 +35,40 @@ where
         Scope::All => Api::all(client.clone()),
         Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
     }
+}
+
+/// What makes an object worth reconciling again: its spec (generation), its steering
+/// annotations, its finalizers or its deletion. Status changes are left out on purpose: a
+/// reconcile that writes status must not wake itself, or a changing error message would turn
+/// into a retry storm.
+fn wakes_reconcile<K: Resource>(obj: &K) -> Option<u64> {
+    let meta = obj.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// A controller for `api` that is woken by [`wakes_reconcile`] changes only.
+fn controller_for<K>(api: Api<K>, wc: watcher::Config) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, wc)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(wakes_reconcile::<K>, PredicateConfig::default());
+    Controller::for_stream(stream, reader)
 }
 
 /// Counts controllers whose caches are filled, so `/readyz` is true only after the first sync.
@@ -97,7 +133,7 @@ where
     let wc = watcher::Config::default().any_semantic();
 
     // Providers are woken by changes to the Secrets they read.
-    let providers = Controller::new(api::<Provider>(&client, &scope), wc.clone());
+    let providers = controller_for(api::<Provider>(&client, &scope), wc.clone());
     let provider_store = providers.store();
     let providers = providers.watches(api::<Secret>(&client, &scope), wc.clone(), move |secret| {
         let ns = secret.namespace();
@@ -129,7 +165,7 @@ where
         });
 
     // Workspaces are woken by their provider becoming ready and by their env Secrets.
-    let workspaces = Controller::new(api::<Workspace>(&client, &scope), wc.clone());
+    let workspaces = controller_for(api::<Workspace>(&client, &scope), wc.clone());
     let ws_store = workspaces.store();
     let (s1, s2, s3) = (ws_store.clone(), ws_store.clone(), ws_store.clone());
     let workspaces = workspaces
@@ -173,7 +209,7 @@ where
         });
 
     // ServiceScales and DomainBindings are woken by the Workspaces they name.
-    let scales = Controller::new(api::<ServiceScale>(&client, &scope), wc.clone());
+    let scales = controller_for(api::<ServiceScale>(&client, &scope), wc.clone());
     let scale_store = scales.store();
     let scales = scales.watches(api::<Workspace>(&client, &scope), wc.clone(), move |w| {
         let ns = w.namespace();
@@ -186,7 +222,7 @@ where
             .collect::<Vec<_>>()
     });
 
-    let bindings = Controller::new(api::<DomainBinding>(&client, &scope), wc.clone());
+    let bindings = controller_for(api::<DomainBinding>(&client, &scope), wc.clone());
     let binding_store = bindings.store();
     let (b1, b2) = (binding_store.clone(), binding_store.clone());
     let bindings = bindings

@@ -62,11 +62,14 @@ impl Context {
     }
 }
 
+/// A platform client and the fingerprint of what it was built from.
+type Built = (u64, Arc<dyn Platform>);
+
 /// Platform clients per provider, rebuilt whenever what they were built from changes (the
 /// provider's spec, its Secret's value or its CA), so a rotated credential is used at once.
 #[derive(Default)]
 pub struct PlatformCache {
-    entries: Mutex<HashMap<String, (u64, Arc<dyn Platform>)>>,
+    entries: Mutex<HashMap<String, Built>>,
 }
 
 impl PlatformCache {

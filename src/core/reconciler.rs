@@ -222,7 +222,11 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
         last_handled,
     )
     .await;
-    publish_notes(obj, ctx, &previous, &report).await;
+    let trace_id = match &failed {
+        Some(ReconcileError::Platform(e)) => e.trace_id.clone(),
+        _ => None,
+    };
+    publish_notes(obj, ctx, &previous, &report, trace_id.as_deref()).await;
 
     let poll = steering.poll_interval.unwrap_or(ctx.settings.poll_interval);
     match failed {
@@ -405,6 +409,7 @@ async fn publish_notes<K: Managed>(
     ctx: &Context,
     previous: &K::Status,
     report: &Report<K::Status>,
+    trace_id: Option<&str>,
 ) {
     for note in &report.notes {
         publish(obj, ctx, note).await;
@@ -421,13 +426,14 @@ async fn publish_notes<K: Managed>(
         _ => return,
     };
     // The same error again is already visible in the condition; only a new one is an Event.
+    // The platform's trace id changes with every call, so it goes in the Event, never in the
+    // condition (which would otherwise change, and be rewritten, on every try).
     if prior != Some((reason.as_str(), message.as_str())) {
-        publish(
-            obj,
-            ctx,
-            &Note::warning(reason, "Reconcile", message.clone()),
-        )
-        .await;
+        let note = match trace_id {
+            Some(id) => format!("{message} (platform trace id {id})"),
+            None => message.clone(),
+        };
+        publish(obj, ctx, &Note::warning(reason, "Reconcile", note)).await;
     }
 }
 

@@ -5,6 +5,22 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod core;
+mod crds;
+
+/// The test control plane with bosun's CRDs installed (once per test binary).
+pub async fn bosun_cluster() -> &'static support::Cluster {
+    static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let cluster = support::cluster().await;
+    CRDS.get_or_init(|| async {
+        cluster
+            .install_crds(&support::repo_root().join("crds"))
+            .await;
+    })
+    .await;
+    cluster
+}
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 

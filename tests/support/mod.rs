@@ -14,7 +14,9 @@
 #![allow(dead_code, unused_imports)]
 
 mod cluster;
+mod operator;
 
 pub use cluster::{
     cluster, repo_root, wait_for, wait_for_value, Cluster, KubectlOutput, TestNamespace,
 };
+pub use operator::{free_port, Operator};

@@ -100,16 +100,13 @@ async fn check(operation: &str, response: Response) -> Result<Response, Platform
     } else {
         text
     };
-    let mut message = format!(
+    let message = format!(
         "codesphere {operation} answered {}: {shown}",
         problem
             .as_ref()
             .and_then(|p| p.status)
             .unwrap_or(status.as_u16())
     );
-    if let Some(id) = &trace_id {
-        message.push_str(&format!(" (trace id {id})"));
-    }
     let mut err = PlatformError::new(kind, message);
     err.status = Some(status.as_u16());
     err.trace_id = trace_id;

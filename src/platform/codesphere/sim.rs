@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -167,28 +167,28 @@ struct PlanCharacteristics {
     on_demand: bool,
 }
 
+/// A plan's machine: CPUs, RAM (MiB) and SSD (GiB).
+struct Size(f64, u64, u64);
+
 const fn plan(
     id: u64,
     title: &'static str,
     price_usd: f64,
-    cpu: f64,
-    ram_mib: u64,
-    ssd_gib: u64,
+    Size(cpu, ram, ssd): Size,
     max_replicas: u32,
     on_demand: bool,
-    deprecated: bool,
 ) -> Plan {
     Plan {
         id,
         price_usd,
         title,
-        deprecated,
+        deprecated: false,
         characteristics: PlanCharacteristics {
             id,
             cpu,
             gpu: 0.0,
-            ram: ram_mib,
-            ssd: ssd_gib,
+            ram,
+            ssd,
             temp_storage: 40,
             on_demand,
         },
@@ -196,14 +196,21 @@ const fn plan(
     }
 }
 
+impl Plan {
+    const fn deprecated(mut self) -> Self {
+        self.deprecated = true;
+        self
+    }
+}
+
 // Titles follow Codesphere's plan names; id 8 ("Micro") is cs-go's default plan id. Sizes and
 // prices are illustrative.
 const PLANS: &[Plan] = &[
-    plan(8, "Micro", 5.0, 0.5, 2048, 20, 3, false, false),
-    plan(20, "Boost", 20.0, 2.0, 4096, 40, 5, false, false),
-    plan(21, "Pro", 80.0, 4.0, 16384, 100, 10, false, false),
-    plan(22, "Micro On-Demand", 2.0, 0.5, 2048, 20, 3, true, false),
-    plan(1, "Free", 0.0, 0.25, 512, 5, 1, true, true),
+    plan(8, "Micro", 5.0, Size(0.5, 2048, 20), 3, false),
+    plan(20, "Boost", 20.0, Size(2.0, 4096, 40), 5, false),
+    plan(21, "Pro", 80.0, Size(4.0, 16384, 100), 10, false),
+    plan(22, "Micro On-Demand", 2.0, Size(0.5, 2048, 20), 3, true),
+    plan(1, "Free", 0.0, Size(0.25, 512, 5), 1, true).deprecated(),
 ];
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -283,12 +290,7 @@ fn problem(status: StatusCode, title: &str, detail: Option<&str>) -> Response {
         "traceId".into(),
         format!("{:032x}", rand::random::<u128>()).into(),
     );
-    let mut response = (status, Json(Value::Object(body))).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    (status, Json(Value::Object(body))).into_response()
 }
 
 /// Error renderer for the shared middleware (outages, injected errors, 429).
@@ -905,7 +907,7 @@ mod tests {
     #[tokio::test]
     async fn workspace_lifecycle() {
         let h = Harness::default().await;
-        h.sim.set_start_delay(Duration::from_millis(300));
+        h.sim.set_start_delay(Duration::from_secs(1));
 
         let (status, created) = h
             .json(Method::POST, "/workspaces", Some(&create_body("web")))
@@ -936,7 +938,7 @@ mod tests {
             .await;
         assert_eq!(status, 200);
         assert_eq!(running, json!({ "isRunning": false }));
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let (_, running) = h
             .json(Method::GET, &format!("/workspaces/{id}/status"), None)
             .await;
@@ -1205,7 +1207,7 @@ mod tests {
         serde_json::from_str(&text).expect("spec is JSON")
     }
 
-    /// A small JSON-Schema (OpenAPI 3.0 dialect) checker: type, properties, required, items,
+    /// A small JSON Schema checker (the `OpenAPI` 3.0 dialect): type, properties, required, items,
     /// additionalProperties, nullable, enum, minimum, format (date-time, uuid), `$ref` to
     /// `#/components/schemas`, allOf, oneOf, anyOf. Stricter than JSON Schema in one way: an
     /// object with declared `properties` and no `additionalProperties` may not carry undeclared
@@ -1301,13 +1303,11 @@ mod tests {
                         errs.push(format!("{at}: expected number, got {value}"));
                     }
                 }
-                Some("boolean") => {
-                    if !value.is_boolean() {
-                        errs.push(format!("{at}: expected boolean, got {value}"));
-                    }
+                Some("boolean") if !value.is_boolean() => {
+                    errs.push(format!("{at}: expected boolean, got {value}"));
                 }
+                Some("boolean") | None => {}
                 Some(other) => errs.push(format!("{at}: unsupported schema type {other}")),
-                None => {}
             }
         }
 
@@ -1347,13 +1347,13 @@ mod tests {
                 match (properties.and_then(|p| p.get(name)), additional) {
                     (Some(field_schema), _) => self.check(field_schema, field, &path, strict, errs),
                     (None, Some(extra)) if extra.is_object() => {
-                        self.check(extra, field, &path, strict, errs)
+                        self.check(extra, field, &path, strict, errs);
                     }
                     (None, Some(Value::Bool(false))) => {
-                        errs.push(format!("{path}: additional property not allowed"))
+                        errs.push(format!("{path}: additional property not allowed"));
                     }
                     (None, None) if strict && properties.is_some() => {
-                        errs.push(format!("{path}: field not declared in the spec"))
+                        errs.push(format!("{path}: field not declared in the spec"));
                     }
                     _ => {}
                 }
@@ -1364,7 +1364,7 @@ mod tests {
     fn check_format(schema: &Value, s: &str, at: &str, errs: &mut Vec<String>) {
         match schema.get("format").and_then(Value::as_str) {
             Some("date-time") if s.parse::<jiff::Timestamp>().is_err() => {
-                errs.push(format!("{at}: {s:?} is not an RFC 3339 date-time"))
+                errs.push(format!("{at}: {s:?} is not an RFC 3339 date-time"));
             }
             Some("uuid") => {
                 let groups: Vec<usize> = s.split('-').map(str::len).collect();
@@ -1398,79 +1398,118 @@ mod tests {
         op
     }
 
-    fn response_schema<'a>(op: &'a Value, status: u16) -> Option<&'a Value> {
+    fn response_schema(op: &Value, status: u16) -> Option<&Value> {
         op.pointer(&format!(
             "/responses/{status}/content/application~1json/schema"
         ))
     }
 
-    /// Calls the simulator and checks status, response body and (if any) request body against
-    /// the spec's operation. `deviation` allows a status the spec does not declare (and checks
-    /// the body against the spec's problem shape instead).
-    async fn exercise(
-        h: &Harness,
-        spec: &Value,
-        method: Method,
-        template: &str,
-        path: &str,
-        body: Option<Value>,
-        want: u16,
-        deviation: bool,
-        problems: &mut Vec<String>,
-    ) -> Value {
-        let checker = Checker { spec };
-        let op = operation(spec, &method, template);
-        let what = format!("{method} {template} ({path})");
-        if let (Some(body), Some(schema)) = (
-            &body,
-            op.pointer("/requestBody/content/application~1json/schema"),
+    /// Runs calls against the simulator and collects every way they differ from the spec.
+    struct Fidelity<'a> {
+        h: &'a Harness,
+        spec: &'a Value,
+        problems: Vec<String>,
+    }
+
+    impl Fidelity<'_> {
+        /// Calls `path` (an instance of the spec's `template`) and checks the request body, the
+        /// status (must be `want` and declared by the spec) and the response body.
+        async fn call(
+            &mut self,
+            method: Method,
+            template: &str,
+            path: &str,
+            body: Option<Value>,
+            want: u16,
+        ) -> Value {
+            self.check(method, template, path, body, want, false).await
+        }
+
+        /// Like [`Fidelity::call`], for a status the spec does not declare for the operation
+        /// (a documented choice of the simulator); the body must still be a problem.
+        async fn deviation(
+            &mut self,
+            method: Method,
+            template: &str,
+            path: &str,
+            body: Option<Value>,
         ) {
-            for e in checker.errors(schema, body) {
-                problems.push(format!("{what} request: {e}"));
-            }
+            self.check(method, template, path, body, 404, true).await;
         }
-        let (status, _, text) = h.call(method.clone(), path, body.as_ref()).await;
-        if status != want {
-            problems.push(format!("{what}: status {status}, want {want}: {text}"));
-            return Value::Null;
-        }
-        let declared = op.pointer(&format!("/responses/{status}")).is_some();
-        if declared == deviation {
-            problems.push(format!(
-                "{what}: status {status} declared in spec = {declared}, expected {}",
-                !deviation
-            ));
-        }
-        let value: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            match serde_json::from_str(&text) {
-                Ok(v) => v,
-                Err(e) => {
-                    problems.push(format!("{what}: body is not JSON ({e}): {text}"));
-                    return Value::Null;
+
+        async fn check(
+            &mut self,
+            method: Method,
+            template: &str,
+            path: &str,
+            body: Option<Value>,
+            want: u16,
+            deviation: bool,
+        ) -> Value {
+            let checker = Checker { spec: self.spec };
+            let op = operation(self.spec, &method, template);
+            let what = format!("{method} {template} ({path})");
+            if let (Some(body), Some(schema)) = (
+                &body,
+                op.pointer("/requestBody/content/application~1json/schema"),
+            ) {
+                let errors = checker.errors(schema, body);
+                // A 400 here is always a schema violation, so the spec must agree it is one;
+                // every other call must send a valid request.
+                if want == 400 && errors.is_empty() {
+                    self.problems
+                        .push(format!("{what}: sim refused a request the spec accepts"));
+                } else if want != 400 {
+                    for e in errors {
+                        self.problems.push(format!("{what} request: {e}"));
+                    }
                 }
             }
-        };
-        let schema = if deviation {
-            // The problem shape is the same for every status; take a declared one.
-            response_schema(operation(spec, &Method::GET, "/teams/{teamId}"), 404)
-        } else {
-            response_schema(op, status)
-        };
-        match schema {
-            Some(schema) => {
-                for e in checker.errors(schema, &value) {
-                    problems.push(format!("{what} response {status}: {e}"));
+            let (status, _, text) = self.h.call(method.clone(), path, body.as_ref()).await;
+            if status != want {
+                self.problems
+                    .push(format!("{what}: status {status}, want {want}: {text}"));
+                return Value::Null;
+            }
+            let declared = op.pointer(&format!("/responses/{status}")).is_some();
+            if declared == deviation {
+                self.problems.push(format!(
+                    "{what}: status {status} declared in spec = {declared}, expected {}",
+                    !deviation
+                ));
+            }
+            let value: Value = if text.is_empty() {
+                Value::Null
+            } else {
+                match serde_json::from_str(&text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.problems
+                            .push(format!("{what}: body is not JSON ({e}): {text}"));
+                        return Value::Null;
+                    }
                 }
+            };
+            let schema = if deviation {
+                // The problem shape is the same for every status; take a declared one.
+                response_schema(operation(self.spec, &Method::GET, "/teams/{teamId}"), 404)
+            } else {
+                response_schema(op, status)
+            };
+            match schema {
+                Some(schema) => {
+                    for e in checker.errors(schema, &value) {
+                        self.problems.push(format!("{what} response {status}: {e}"));
+                    }
+                }
+                // The spec declares no body for this response: it must be empty.
+                None if !text.is_empty() => self
+                    .problems
+                    .push(format!("{what}: spec declares no body, got {text}")),
+                None => {}
             }
-            // The spec declares no body for this response: it must be empty.
-            None if !text.is_empty() => {
-                problems.push(format!("{what}: spec declares no body, got {text}"))
-            }
-            None => {}
+            value
         }
-        value
     }
 
     #[tokio::test]
@@ -1478,241 +1517,80 @@ mod tests {
         let spec = load_spec();
         let h = Harness::default().await;
         h.sim.set_start_delay(Duration::ZERO);
-        let mut p = Vec::new();
-        let g = Method::GET;
+        let mut f = Fidelity {
+            h: &h,
+            spec: &spec,
+            problems: Vec::new(),
+        };
+        let get = || Method::GET;
 
-        exercise(
-            &h,
-            &spec,
-            g.clone(),
-            "/teams",
-            "/teams",
-            None,
-            200,
-            false,
-            &mut p,
-        )
-        .await;
-        exercise(
-            &h,
-            &spec,
-            g.clone(),
-            "/teams/{teamId}",
-            "/teams/1",
-            None,
-            200,
-            false,
-            &mut p,
-        )
-        .await;
-        exercise(
-            &h,
-            &spec,
-            g.clone(),
-            "/teams/{teamId}",
-            "/teams/9",
-            None,
-            404,
-            false,
-            &mut p,
-        )
-        .await;
-        exercise(
-            &h,
-            &spec,
-            g.clone(),
-            "/teams/{teamId}",
-            "/teams/x",
-            None,
-            400,
-            false,
-            &mut p,
-        )
-        .await;
+        f.call(get(), "/teams", "/teams", None, 200).await;
+        f.call(get(), "/teams/{teamId}", "/teams/1", None, 200)
+            .await;
+        f.call(get(), "/teams/{teamId}", "/teams/9", None, 404)
+            .await;
+        f.call(get(), "/teams/{teamId}", "/teams/x", None, 400)
+            .await;
         for meta in ["datacenters", "workspace-plans", "workspace-base-images"] {
             let path = format!("/metadata/{meta}");
-            exercise(&h, &spec, g.clone(), &path, &path, None, 200, false, &mut p).await;
+            f.call(get(), &path, &path, None, 200).await;
         }
 
+        let create = |extra: Value| {
+            let mut body = json!({
+                "teamId": 1, "name": "w", "planId": 8, "isPrivateRepo": false, "replicas": 1
+            });
+            if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+                body.extend(extra);
+            }
+            Some(body)
+        };
         let full = json!({
-            "teamId": 1, "name": "full", "planId": 20, "isPrivateRepo": true, "replicas": 2,
+            "name": "full", "planId": 20, "isPrivateRepo": true, "replicas": 2,
             "baseImage": "ubuntu-24.04", "gitUrl": "https://github.com/acme/app.git",
             "initialBranch": "main", "cloneDepth": 1, "welcomeMessage": "hello",
             "vpnConfig": "office", "restricted": true, "storageMib": 1024,
             "sharedVaultName": "shared", "env": [{ "name": "A_B.c-1", "value": "x" }]
         });
-        let created = exercise(
-            &h,
-            &spec,
-            Method::POST,
-            "/workspaces",
-            "/workspaces",
-            Some(full),
-            200,
-            false,
-            &mut p,
-        )
-        .await;
+        let ws = "/workspaces";
+        let created = f.call(Method::POST, ws, ws, create(full), 200).await;
         let id = created["id"].as_u64().unwrap_or_default();
-        let minimal = json!({ "teamId": 1, "name": "min", "planId": 8, "isPrivateRepo": false, "replicas": 1 });
-        exercise(
-            &h,
-            &spec,
-            Method::POST,
-            "/workspaces",
-            "/workspaces",
-            Some(minimal),
-            200,
-            false,
-            &mut p,
-        )
-        .await;
-        let clone = json!({ "teamId": 1, "name": "clone", "planId": 8, "isPrivateRepo": false, "replicas": 1, "sourceWorkspaceId": id });
-        exercise(
-            &h,
-            &spec,
-            Method::POST,
-            "/workspaces",
-            "/workspaces",
-            Some(clone),
-            200,
-            false,
-            &mut p,
-        )
-        .await;
-        let bad = json!({ "teamId": 1, "name": "bad", "planId": 8, "isPrivateRepo": false, "replicas": 0 });
-        exercise(
-            &h,
-            &spec,
-            Method::POST,
-            "/workspaces",
-            "/workspaces",
-            Some(bad),
-            400,
-            false,
-            &mut p,
-        )
-        .await;
-        let other_team =
-            json!({ "teamId": 7, "name": "t", "planId": 8, "isPrivateRepo": false, "replicas": 1 });
-        exercise(
-            &h,
-            &spec,
-            Method::POST,
-            "/workspaces",
-            "/workspaces",
-            Some(other_team),
-            404,
-            true,
-            &mut p,
-        )
-        .await;
+        f.call(Method::POST, ws, ws, create(json!({})), 200).await;
+        let clone = json!({ "sourceWorkspaceId": id });
+        f.call(Method::POST, ws, ws, create(clone), 200).await;
+        f.call(Method::POST, ws, ws, create(json!({ "replicas": 0 })), 400)
+            .await;
+        let other_team = create(json!({ "teamId": 7 }));
+        f.deviation(Method::POST, ws, ws, other_team).await;
 
-        let ws = "/workspaces/{workspaceId}";
-        let one = format!("/workspaces/{id}");
-        exercise(&h, &spec, g.clone(), ws, &one, None, 200, false, &mut p).await;
-        exercise(
-            &h,
-            &spec,
-            g.clone(),
-            ws,
-            "/workspaces/1",
-            None,
-            404,
-            false,
-            &mut p,
-        )
-        .await;
-        exercise(
-            &h,
-            &spec,
-            g.clone(),
-            "/workspaces/team/{teamId}",
-            "/workspaces/team/1",
-            None,
-            200,
-            false,
-            &mut p,
-        )
-        .await;
-        exercise(
-            &h,
-            &spec,
-            g.clone(),
-            "/workspaces/team/{teamId}",
-            "/workspaces/team/7",
-            None,
-            404,
-            true,
-            &mut p,
-        )
-        .await;
-        let status = format!("{one}/status");
-        exercise(
-            &h,
-            &spec,
-            g.clone(),
+        let one = "/workspaces/{workspaceId}";
+        let path = format!("/workspaces/{id}");
+        f.call(get(), one, &path, None, 200).await;
+        f.call(get(), one, "/workspaces/1", None, 404).await;
+        let list = "/workspaces/team/{teamId}";
+        f.call(get(), list, "/workspaces/team/1", None, 200).await;
+        f.deviation(get(), list, "/workspaces/team/7", None).await;
+        let status = format!("{path}/status");
+        f.call(
+            get(),
             "/workspaces/{workspaceId}/status",
             &status,
             None,
             200,
-            false,
-            &mut p,
         )
         .await;
-        let patch = json!({ "planId": 21, "baseImage": "ubuntu-22.04", "name": "full-2", "replicas": 5,
-            "vpnConfig": null, "restricted": false, "storageMib": null, "sharedVaultName": null });
-        exercise(
-            &h,
-            &spec,
-            Method::PATCH,
-            ws,
-            &one,
-            Some(patch),
-            200,
-            false,
-            &mut p,
-        )
-        .await;
-        exercise(
-            &h,
-            &spec,
-            Method::PATCH,
-            ws,
-            &one,
-            Some(json!({ "replicas": 0 })),
-            400,
-            false,
-            &mut p,
-        )
-        .await;
-        exercise(&h, &spec, g.clone(), ws, &one, None, 200, false, &mut p).await;
-        exercise(
-            &h,
-            &spec,
-            Method::DELETE,
-            ws,
-            &one,
-            None,
-            200,
-            false,
-            &mut p,
-        )
-        .await;
-        exercise(
-            &h,
-            &spec,
-            Method::DELETE,
-            ws,
-            &one,
-            None,
-            404,
-            false,
-            &mut p,
-        )
-        .await;
+        let changes = json!({ "planId": 21, "baseImage": "ubuntu-22.04", "name": "full-2",
+            "replicas": 5, "vpnConfig": null, "restricted": false, "storageMib": null,
+            "sharedVaultName": null });
+        f.call(Method::PATCH, one, &path, Some(changes), 200).await;
+        let zero = json!({ "replicas": 0 });
+        f.call(Method::PATCH, one, &path, Some(zero), 400).await;
+        f.call(get(), one, &path, None, 200).await;
+        f.call(Method::DELETE, one, &path, None, 200).await;
+        f.call(Method::DELETE, one, &path, None, 404).await;
+        let mut problems = f.problems;
 
-        // 401 on every operation the simulator serves has the spec's shape.
+        // 401 has the spec's shape.
         let unauth = h
             .http
             .get(format!("{}/workspaces/team/1", h.api))
@@ -1720,16 +1598,15 @@ mod tests {
             .await
             .expect("send");
         let unauth: Value = unauth.json().await.expect("json");
-        let op = operation(&spec, &g, "/workspaces/team/{teamId}");
-        for e in
-            (Checker { spec: &spec }).errors(response_schema(op, 401).expect("401 schema"), &unauth)
-        {
-            p.push(format!("401: {e}"));
+        let op = operation(&spec, &Method::GET, list);
+        let schema = response_schema(op, 401).expect("401 schema");
+        for e in (Checker { spec: &spec }).errors(schema, &unauth) {
+            problems.push(format!("401: {e}"));
         }
 
         // Every route the simulator served is a spec operation, and every one was exercised.
-        let stats = h.sim.control().stats();
-        let served: Vec<&String> = stats.requests_by_route.keys().collect();
+        let counters = h.sim.control().stats();
+        let served: Vec<&String> = counters.requests_by_route.keys().collect();
         assert_eq!(served.len(), 11, "operations exercised: {served:?}");
         for key in served {
             let (method, path) = key.split_once(' ').expect("METHOD path");
@@ -1737,7 +1614,11 @@ mod tests {
             let method: Method = method.parse().expect("method");
             operation(&spec, &method, path);
         }
-        assert!(p.is_empty(), "spec mismatches:\n{}", p.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "spec mismatches:\n{}",
+            problems.join("\n")
+        );
     }
 
     #[test]
