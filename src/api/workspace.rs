@@ -163,6 +163,17 @@ pub enum GitRef<'a> {
     Commit(&'a str),
 }
 
+impl std::fmt::Display for GitRef<'_> {
+    /// `branch:<name>`, `tag:<name>` or `commit:<sha>`, as `status.sourceRef` records it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GitRef::Branch(s) => write!(f, "branch:{s}"),
+            GitRef::Tag(s) => write!(f, "tag:{s}"),
+            GitRef::Commit(s) => write!(f, "commit:{s}"),
+        }
+    }
+}
+
 impl GitRef<'_> {
     /// The ref as text, without its kind.
     pub fn name(&self) -> &str {
@@ -414,6 +425,9 @@ pub struct WorkspaceStatus {
     /// The source revision running at the platform (commit, tag or signature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed_revision: Option<String>,
+    /// The spec's source ref last rolled out, as `branch:<name>`, `tag:<name>` or `commit:<sha>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<String>,
     /// Pipeline stages as observed at the platform.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageStatus>,

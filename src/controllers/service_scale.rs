@@ -1,10 +1,11 @@
 //! `ServiceScale`: one service's replica count at the platform.
 
-use crate::api::{ServiceScale, ServiceScaleStatus, Workspace};
+use crate::api::{ManagementPolicy, ServiceScale, ServiceScaleStatus, Workspace};
 use crate::core::context::Context;
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Reconciler, Report};
 use crate::core::references;
+use crate::platform::drivers::ScaleRequest;
 use async_trait::async_trait;
 use kube::{Api, ResourceExt};
 
@@ -39,7 +40,7 @@ impl Reconciler<ServiceScale> for ServiceScaleReconciler {
         &self,
         obj: &ServiceScale,
         ctx: &Context,
-        _mode: Mode,
+        mode: Mode,
     ) -> Result<Report<ServiceScaleStatus>, ReconcileError> {
         let namespace = obj.namespace().unwrap_or_default();
         let workspace = get_workspace(ctx, &namespace, &obj.spec.workspace_ref.name).await?;
@@ -54,13 +55,44 @@ impl Reconciler<ServiceScale> for ServiceScaleReconciler {
                 ),
             ));
         }
-        Err(ReconcileError::user(
-            "NotImplemented",
-            format!(
-                "this version of bosun cannot scale services on {} yet",
-                view.spec.type_
-            ),
-        ))
+        let Some(workspace_id) = workspace
+            .status
+            .as_ref()
+            .and_then(|s| s.external_id.clone())
+        else {
+            return Err(ReconcileError::waiting(
+                "WorkspaceNotCreated",
+                format!(
+                    "Workspace {namespace}/{} has no platform object yet",
+                    workspace.name_any()
+                ),
+            ));
+        };
+        let driver = platform.service_scales().ok_or_else(|| {
+            ReconcileError::user(
+                "NotImplemented",
+                format!(
+                    "this version of bosun cannot scale services on {} yet",
+                    view.spec.type_
+                ),
+            )
+        })?;
+        let previous = obj.status.clone().unwrap_or_default();
+        let observe_only = workspace.spec.management_policy == ManagementPolicy::Observe;
+        let request = ScaleRequest {
+            key: format!("{namespace}/{}", obj.name_any()),
+            service: &obj.spec.service,
+            replicas: obj.spec.replicas,
+            workspace_id: &workspace_id,
+            previous: &previous,
+            generation: obj.metadata.generation.unwrap_or_default(),
+            observed_generation: previous.observed_generation,
+            mode: Mode {
+                act: mode.act && !observe_only,
+                ..mode
+            },
+        };
+        driver.reconcile(&request).await
     }
 
     async fn cleanup(

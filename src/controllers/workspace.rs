@@ -5,13 +5,17 @@ use crate::api::{
     DeletionPolicy, ManagementPolicy, PlatformType, RolloutStrategy, Workspace, WorkspaceSpec,
     WorkspaceStatus,
 };
+use crate::core::annotations;
 use crate::core::context::Context;
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
 use crate::core::references;
+use crate::platform::drivers::{CreateGuard, WorkspaceRequest};
 use crate::platform::Capabilities;
 use async_trait::async_trait;
-use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use std::collections::BTreeMap;
 
 /// Reason for a spec that asks a platform for something it cannot do.
 pub const UNSUPPORTED: &str = "UnsupportedByProvider";
@@ -62,6 +66,120 @@ pub fn unsupported(
         })
 }
 
+/// The object's name at the platform.
+pub fn external_name(obj: &Workspace) -> String {
+    obj.spec
+        .external_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", obj.namespace().unwrap_or_default(), obj.name_any()))
+}
+
+/// Resolves every environment variable, reading Secret-backed ones.
+async fn resolve_env(
+    ctx: &Context,
+    namespace: &str,
+    spec: &WorkspaceSpec,
+) -> Result<BTreeMap<String, String>, ReconcileError> {
+    let mut env = BTreeMap::new();
+    for var in &spec.env {
+        let value = match (&var.value, &var.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) => {
+                references::secret_value(ctx, namespace, &from.secret_key_ref).await?
+            }
+            (None, None) => String::new(),
+        };
+        env.insert(var.name.clone(), value);
+    }
+    Ok(env)
+}
+
+/// Writes the create-pending marker and the new id through the Kubernetes API.
+struct KubeCreateGuard<'a> {
+    ctx: &'a Context,
+    obj: &'a Workspace,
+}
+
+#[async_trait]
+impl CreateGuard for KubeCreateGuard<'_> {
+    async fn before_create(&self) -> Result<(), ReconcileError> {
+        let api: Api<Workspace> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.obj.namespace().unwrap_or_default(),
+        );
+        // The resourceVersion makes this fail if the object changed since it was read: a stale
+        // cache can then never lead to a create that another reconcile already did.
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": self.obj.resource_version(),
+                "annotations": { annotations::CREATE_PENDING: jiff::Timestamp::now().to_string() }
+            }
+        });
+        api.patch(
+            &self.obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| ReconcileError::kube("mark create pending", e))?;
+        Ok(())
+    }
+
+    async fn created(&self, external_id: &str) -> Result<(), ReconcileError> {
+        let api: Api<Workspace> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.obj.namespace().unwrap_or_default(),
+        );
+        let status = serde_json::json!({
+            "apiVersion": "bosun.dev/v1alpha1",
+            "kind": "Workspace",
+            "status": { "externalId": external_id }
+        });
+        api.patch_status(
+            &self.obj.name_any(),
+            &PatchParams::apply("bosun-create").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .map_err(|e| ReconcileError::kube("save the new workspace id", e))?;
+        let clear = serde_json::json!({ "metadata": { "annotations": { annotations::CREATE_PENDING: null } } });
+        api.patch(
+            &self.obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&clear),
+        )
+        .await
+        .map_err(|e| ReconcileError::kube("clear the create-pending marker", e))?;
+        Ok(())
+    }
+}
+
+fn request<'a>(
+    obj: &'a Workspace,
+    env: BTreeMap<String, String>,
+    previous: &'a WorkspaceStatus,
+    mode: Mode,
+) -> WorkspaceRequest<'a> {
+    WorkspaceRequest {
+        key: format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+        external_name: external_name(obj),
+        spec: &obj.spec,
+        env,
+        previous,
+        generation: obj.metadata.generation.unwrap_or_default(),
+        observed_generation: previous.observed_generation,
+        mode,
+        create_pending: obj.annotations().contains_key(annotations::CREATE_PENDING),
+    }
+}
+
+fn not_implemented(platform: PlatformType) -> ReconcileError {
+    ReconcileError::user(
+        "NotImplemented",
+        format!("this version of bosun cannot manage workspaces on {platform} yet"),
+    )
+}
+
 /// Reconciles Workspaces.
 pub struct WorkspaceReconciler;
 
@@ -71,7 +189,7 @@ impl Reconciler<Workspace> for WorkspaceReconciler {
         &self,
         obj: &Workspace,
         ctx: &Context,
-        _mode: Mode,
+        mode: Mode,
     ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
         let namespace = obj.namespace().unwrap_or_default();
         let (view, platform) =
@@ -80,31 +198,58 @@ impl Reconciler<Workspace> for WorkspaceReconciler {
             return Err(ReconcileError::user(UNSUPPORTED, message));
         }
         // Every Secret-backed variable must resolve before anything is sent to the platform.
-        for var in &obj.spec.env {
-            if let Some(from) = &var.value_from {
-                references::secret_value(ctx, &namespace, &from.secret_key_ref).await?;
-            }
-        }
-        Err(ReconcileError::user(
-            "NotImplemented",
-            format!(
-                "this version of bosun cannot manage workspaces on {} yet",
-                view.spec.type_
-            ),
-        ))
+        let env = resolve_env(ctx, &namespace, &obj.spec).await?;
+        let driver = platform
+            .workspaces()
+            .ok_or_else(|| not_implemented(view.spec.type_))?;
+        let previous = obj.status.clone().unwrap_or_default();
+        let guard = KubeCreateGuard { ctx, obj };
+        driver
+            .reconcile(&request(obj, env, &previous, mode), &guard)
+            .await
     }
 
-    async fn cleanup(&self, obj: &Workspace, _ctx: &Context) -> Result<Cleanup, ReconcileError> {
-        let created = obj.status.as_ref().and_then(|s| s.external_id.as_ref());
-        match (obj.spec.deletion_policy, obj.spec.management_policy, created) {
-            (_, _, None) => Ok(Cleanup::Done(Vec::new())),
-            (DeletionPolicy::Orphan, _, Some(id)) | (_, ManagementPolicy::Observe, Some(id)) => Ok(Cleanup::Done(vec![
-                Note::normal("Orphaned", "Delete", format!("left platform object {id} in place (deletionPolicy/managementPolicy)")),
-            ])),
-            (DeletionPolicy::Delete, ManagementPolicy::Manage, Some(id)) => Err(ReconcileError::user(
-                "NotImplemented",
-                format!("this version of bosun cannot delete platform object {id}; set deletionPolicy: Orphan to let go"),
-            )),
+    async fn cleanup(&self, obj: &Workspace, ctx: &Context) -> Result<Cleanup, ReconcileError> {
+        let previous = obj.status.clone().unwrap_or_default();
+        let created = previous.external_id.clone();
+        match (
+            obj.spec.deletion_policy,
+            obj.spec.management_policy,
+            created,
+        ) {
+            (_, _, None) if !obj.annotations().contains_key(annotations::CREATE_PENDING) => {
+                Ok(Cleanup::Done(Vec::new()))
+            }
+            // Orphan and Observe never need the platform, so they finish even without credentials.
+            (DeletionPolicy::Orphan, _, id) | (_, ManagementPolicy::Observe, id) => {
+                Ok(Cleanup::Done(vec![Note::normal(
+                    "Orphaned",
+                    "Delete",
+                    format!(
+                        "left platform object {} in place (deletionPolicy/managementPolicy)",
+                        id.unwrap_or_default()
+                    ),
+                )]))
+            }
+            (DeletionPolicy::Delete, ManagementPolicy::Manage, _) => {
+                let namespace = obj.namespace().unwrap_or_default();
+                let view =
+                    references::get_provider(ctx, &namespace, &obj.spec.provider_ref).await?;
+                let platform = references::connect(ctx, &view).await?;
+                let driver = platform
+                    .workspaces()
+                    .ok_or_else(|| not_implemented(view.spec.type_))?;
+                let mode = Mode {
+                    act: true,
+                    requested: false,
+                };
+                let mut req = request(obj, BTreeMap::new(), &previous, mode);
+                if req.previous.external_id.is_none() && req.spec.external_id.is_none() {
+                    // An interrupted create: find it by name before letting go.
+                    req.create_pending = true;
+                }
+                driver.delete(&req).await
+            }
         }
     }
 }

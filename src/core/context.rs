@@ -1,10 +1,10 @@
 //! State shared by every reconcile: clients, metrics, backoff, budgets and platform clients.
 
 use super::backoff::{BackoffPolicy, Backoffs};
+use super::events::Publisher;
 use super::metrics::Metrics;
 use crate::platform::budget::Budgets;
 use crate::platform::Platform;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ impl Default for Settings {
 /// Everything a reconcile needs besides the object itself.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Publisher,
     pub metrics: Metrics,
     pub backoffs: Backoffs,
     pub budgets: Budgets,
@@ -46,12 +46,8 @@ impl Context {
         settings: Settings,
         instance: Option<String>,
     ) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: "bosun".into(),
-            instance,
-        };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Publisher::new(client.clone(), instance),
             client,
             metrics,
             backoffs: Backoffs::new(settings.backoff),

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod reconciler;

@@ -14,7 +14,6 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
@@ -65,6 +64,8 @@ pub struct Note {
     pub reason: String,
     pub action: String,
     pub message: String,
+    /// The spec field a drift correction set back (counted in `bosun_drift_corrections_total`).
+    pub drift_field: Option<String>,
 }
 
 impl Note {
@@ -74,6 +75,7 @@ impl Note {
             reason: reason.into(),
             action: action.into(),
             message: message.into(),
+            drift_field: None,
         }
     }
     pub fn warning(reason: &str, action: &str, message: impl Into<String>) -> Self {
@@ -82,6 +84,23 @@ impl Note {
             reason: reason.into(),
             action: action.into(),
             message: message.into(),
+            drift_field: None,
+        }
+    }
+    /// A field changed at the platform behind bosun's back and set back to the spec.
+    pub fn drift(
+        field: &str,
+        observed: impl std::fmt::Display,
+        desired: impl std::fmt::Display,
+    ) -> Self {
+        Note {
+            warning: true,
+            reason: "DriftCorrected".into(),
+            action: "Correct".into(),
+            message: format!(
+                "{field} was changed at the platform: set back from {observed} to {desired}"
+            ),
+            drift_field: Some(field.into()),
         }
     }
 }
@@ -212,7 +231,7 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
         .reconcile_requested_at
         .clone()
         .or_else(|| K::last_handled(&previous).map(String::from));
-    write_status(
+    let saved = write_status(
         obj,
         ctx,
         &previous,
@@ -229,6 +248,11 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
     publish_notes(obj, ctx, &previous, &report, trace_id.as_deref()).await;
 
     let poll = steering.poll_interval.unwrap_or(ctx.settings.poll_interval);
+    if !saved {
+        // Status carries the state of long operations; acting again before it is saved could
+        // repeat a non-idempotent call, so back off like any transient error.
+        return Action::requeue(ctx.backoffs.fail(&key, None));
+    }
     match failed {
         Some(error) if error.is_transient() => {
             let delay = ctx.backoffs.fail(&key, error.retry_after());
@@ -372,7 +396,7 @@ async fn write_status<K: Managed>(
     readiness: &Readiness,
     sync: &SyncState,
     last_handled: Option<String>,
-) {
+) -> bool {
     let kind = K::kind(&()).to_string();
     let conditions = conditions::compute(
         K::conditions(previous),
@@ -384,7 +408,7 @@ async fn write_status<K: Managed>(
     K::stamp(&mut status, obj.meta().generation, conditions, last_handled);
     if obj.status() == Some(&status) {
         ctx.metrics.status_write(&kind, false);
-        return;
+        return true;
     }
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -397,9 +421,14 @@ async fn write_status<K: Managed>(
         .patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
         .await
     {
-        Ok(_) => ctx.metrics.status_write(&kind, true),
-        // The object may be gone already (deleted while we worked); the next event retries.
-        Err(e) => warn!(error = %e, "cannot write status"),
+        Ok(_) => {
+            ctx.metrics.status_write(&kind, true);
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot write status");
+            false
+        }
     }
 }
 
@@ -412,6 +441,9 @@ async fn publish_notes<K: Managed>(
     trace_id: Option<&str>,
 ) {
     for note in &report.notes {
+        if let Some(field) = &note.drift_field {
+            ctx.metrics.drift_corrected(&K::kind(&()), field);
+        }
         publish(obj, ctx, note).await;
     }
     let prior = find_condition(K::conditions(previous), SYNCED)
@@ -442,18 +474,23 @@ fn is_waiting_reason(reason: &str) -> bool {
 }
 
 async fn publish<K: Managed>(obj: &K, ctx: &Context, note: &Note) {
-    let event = Event {
-        type_: if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: note.reason.clone(),
-        note: Some(note.message.chars().take(1000).collect()),
-        action: note.action.clone(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    if note.warning {
+        warn!(reason = %note.reason, message = %note.message, "event");
+    } else {
+        info!(reason = %note.reason, message = %note.message, "event");
+    }
+    let regarding = obj.object_ref(&());
+    if let Err(e) = ctx
+        .events
+        .publish(
+            &regarding,
+            note.warning,
+            &note.reason,
+            &note.action,
+            &note.message,
+        )
+        .await
+    {
         warn!(error = %e, reason = %note.reason, "cannot publish Event");
     }
 }

@@ -63,6 +63,11 @@ impl ApiClient {
         self.http.request(method, format!("{}{}", self.base, path))
     }
 
+    /// A request to an absolute URL (for redirects).
+    pub fn raw(&self, method: Method, url: &str) -> RequestBuilder {
+        self.http.request(method, url)
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -6,6 +6,7 @@
 
 pub mod budget;
 pub mod codesphere;
+pub mod drivers;
 pub mod http;
 
 use crate::api::{PlatformDefaults, PlatformType};
@@ -188,6 +189,16 @@ pub trait Platform: Send + Sync {
 
     /// Proves the credential with an authenticated call; returns who it belongs to.
     async fn verify(&self) -> Result<String, PlatformError>;
+
+    /// How this platform manages Workspaces, once its mapping exists.
+    fn workspaces(&self) -> Option<&dyn drivers::WorkspaceDriver> {
+        None
+    }
+
+    /// How this platform scales services, where it can.
+    fn service_scales(&self) -> Option<&dyn drivers::ServiceScaleDriver> {
+        None
+    }
 }
 
 /// The public URL of each platform, used when `spec.endpoint` is omitted.

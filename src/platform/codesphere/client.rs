@@ -1,12 +1,18 @@
-//! The Codesphere Public API client (`shared/specs/codesphere-openapi.json`).
+//! The Codesphere Public API client (`shared/specs/codesphere-openapi.json`): every endpoint the
+//! mapping needs, typed, with errors carrying the platform's `{status, title, detail, traceId}`.
 
 use crate::api::PlatformType;
 use crate::platform::http::{kind_for_status, ApiClient};
 use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
-use reqwest::{Method, RequestBuilder, Response};
+use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex as AsyncMutex;
 
 /// The error body of every non-2xx answer.
 #[derive(Debug, Deserialize)]
@@ -26,10 +32,185 @@ pub struct Team {
     pub name: String,
 }
 
+/// A workspace (the fields bosun reads or writes).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Workspace {
+    pub id: i64,
+    pub team_id: i64,
+    pub name: String,
+    pub plan_id: i64,
+    pub replicas: i32,
+    #[serde(default)]
+    pub git_url: Option<String>,
+    #[serde(default)]
+    pub initial_branch: Option<String>,
+    #[serde(default)]
+    pub dev_domain: Option<String>,
+    #[serde(default)]
+    pub base_image: Option<String>,
+    #[serde(default)]
+    pub restricted: bool,
+}
+
+/// `POST /workspaces` body.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateWorkspace {
+    pub team_id: i64,
+    pub name: String,
+    pub plan_id: i64,
+    pub is_private_repo: bool,
+    pub replicas: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_branch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restricted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_mib: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpn_config: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+/// `PATCH /workspaces/{id}` body: only the fields to change.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateWorkspace {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+}
+
+impl UpdateWorkspace {
+    pub fn is_empty(&self) -> bool {
+        self == &UpdateWorkspace::default()
+    }
+}
+
+/// An environment variable.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+/// A plan from `GET /metadata/workspace-plans`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub id: i64,
+    pub title: String,
+    #[serde(default)]
+    pub deprecated: bool,
+    pub max_replicas: i32,
+}
+
+/// A pipeline stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Prepare,
+    Test,
+    Run,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Prepare => "prepare",
+            Stage::Test => "test",
+            Stage::Run => "run",
+        }
+    }
+}
+
+/// One element of a stage's status: one per server and replica.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StageElement {
+    pub state: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    pub replica: String,
+    pub server: String,
+}
+
+/// A domain (the fields bosun reads).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Domain {
+    pub name: String,
+    pub team_id: i64,
+    #[serde(default)]
+    pub workspaces: BTreeMap<String, Vec<i64>>,
+    pub dns_entries: DnsEntries,
+    pub domain_verification_status: Verification,
+    pub certificate_request_status: CertificateStatus,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct DnsEntries {
+    pub a: String,
+    pub cname: String,
+    pub txt: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Verification {
+    pub verified: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct CertificateStatus {
+    pub issued: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    head: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunningStatus {
+    is_running: bool,
+}
+
+/// How many redirects are followed (Codesphere redirects between data centers).
+const MAX_REDIRECTS: usize = 10;
+
+/// How long one team listing serves every workspace of the team. Reconciles of many
+/// workspaces within this window share one `GET /workspaces/team/{id}`.
+const LIST_TTL: Duration = Duration::from_secs(3);
+/// Plans change rarely; they are read again after this long.
+const PLANS_TTL: Duration = Duration::from_secs(600);
+
+type Listing = Option<(Instant, Arc<Vec<Workspace>>)>;
+
 /// A Codesphere account reached with a bearer token.
 pub struct Codesphere {
     api: ApiClient,
     token: Credential,
+    default_team: Option<i64>,
+    /// Per team: the last listing, behind an async lock so concurrent reconciles share one call.
+    listings: StdMutex<HashMap<i64, Arc<AsyncMutex<Listing>>>>,
+    plans: AsyncMutex<Option<(Instant, Arc<Vec<Plan>>)>>,
 }
 
 impl Codesphere {
@@ -38,22 +219,112 @@ impl Codesphere {
         Ok(Codesphere {
             api,
             token: connection.credential,
+            default_team: connection.defaults.team_id,
+            listings: StdMutex::new(HashMap::new()),
+            plans: AsyncMutex::new(None),
         })
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.api
-            .request(method, path)
-            .bearer_auth(self.token.expose())
+    /// The Provider's `defaults.teamId`.
+    pub fn default_team(&self) -> Option<i64> {
+        self.default_team
     }
 
-    async fn call<T: DeserializeOwned>(
+    fn listing(&self, team_id: i64) -> Arc<AsyncMutex<Listing>> {
+        let mut map = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(team_id).or_default().clone()
+    }
+
+    /// Every workspace of a team, from one list call shared by all reconciles within
+    /// `LIST_TTL`: observation is batched per team, not one GET per workspace.
+    pub async fn workspaces_of(&self, team_id: i64) -> Result<Arc<Vec<Workspace>>, PlatformError> {
+        let slot = self.listing(team_id);
+        let mut guard = slot.lock().await;
+        if let Some((at, list)) = guard.as_ref() {
+            if at.elapsed() < LIST_TTL {
+                return Ok(list.clone());
+            }
+        }
+        let list = Arc::new(self.list_workspaces(team_id).await?);
+        *guard = Some((Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// Drops a team's listing after bosun changed something in it.
+    pub async fn forget_list(&self, team_id: i64) {
+        *self.listing(team_id).lock().await = None;
+    }
+
+    /// The plans, read at most every `PLANS_TTL`.
+    pub async fn plans(&self) -> Result<Arc<Vec<Plan>>, PlatformError> {
+        let mut guard = self.plans.lock().await;
+        if let Some((at, plans)) = guard.as_ref() {
+            if at.elapsed() < PLANS_TTL {
+                return Ok(plans.clone());
+            }
+        }
+        let plans = Arc::new(self.list_plans().await?);
+        *guard = Some((Instant::now(), plans.clone()));
+        Ok(plans)
+    }
+
+    /// Sends a request, following redirects with the bearer token (Codesphere moves requests
+    /// between data centers; a default client would drop `Authorization` there). The token is
+    /// only re-sent over HTTPS or to the same origin, never downgraded to another host.
+    async fn send(
         &self,
         operation: &str,
-        request: RequestBuilder,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, PlatformError> {
+        let mut url = format!("{}{}", self.api.base(), path);
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self
+                .api
+                .raw(method.clone(), &url)
+                .bearer_auth(self.token.expose());
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = self.api.send(operation, request).await?;
+            if !response.status().is_redirection() {
+                return check(operation, response).await;
+            }
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| response.url().join(l).ok())
+                .ok_or_else(|| {
+                    PlatformError::new(
+                        ErrorKind::Protocol,
+                        format!("codesphere {operation}: redirect without a Location"),
+                    )
+                })?;
+            let same_origin = location.origin() == response.url().origin();
+            if !same_origin && location.scheme() != "https" {
+                return Err(PlatformError::new(
+                    ErrorKind::Protocol,
+                    format!("codesphere {operation}: refusing to follow a redirect to {} with the token", location.origin().ascii_serialization()),
+                ));
+            }
+            url = location.to_string();
+        }
+        Err(PlatformError::new(
+            ErrorKind::Protocol,
+            format!("codesphere {operation}: more than {MAX_REDIRECTS} redirects"),
+        ))
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
     ) -> Result<T, PlatformError> {
-        let response = self.api.send(operation, request).await?;
-        let response = check(operation, response).await?;
+        let response = self.send(operation, method, path, body).await?;
         response.json::<T>().await.map_err(|e| {
             PlatformError::new(
                 ErrorKind::Protocol,
@@ -62,22 +333,358 @@ impl Codesphere {
         })
     }
 
-    /// `GET /teams`: the teams the token's user belongs to.
+    async fn empty(
+        &self,
+        operation: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(), PlatformError> {
+        self.send(operation, method, path, body).await.map(|_| ())
+    }
+
+    /// `GET /teams`.
     pub async fn list_teams(&self) -> Result<Vec<Team>, PlatformError> {
-        self.call("listTeams", self.request(Method::GET, "/teams"))
+        self.json("listTeams", Method::GET, "/teams", None).await
+    }
+
+    /// `GET /metadata/workspace-plans`.
+    pub async fn list_plans(&self) -> Result<Vec<Plan>, PlatformError> {
+        self.json(
+            "getWorkspacePlans",
+            Method::GET,
+            "/metadata/workspace-plans",
+            None,
+        )
+        .await
+    }
+
+    /// `GET /workspaces/team/{teamId}`: every workspace of a team in one call.
+    pub async fn list_workspaces(&self, team_id: i64) -> Result<Vec<Workspace>, PlatformError> {
+        self.json(
+            "listWorkspaces",
+            Method::GET,
+            &format!("/workspaces/team/{team_id}"),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /workspaces/{id}`; `None` when it does not exist.
+    pub async fn get_workspace(&self, id: i64) -> Result<Option<Workspace>, PlatformError> {
+        not_found_is_none(
+            self.json(
+                "getWorkspace",
+                Method::GET,
+                &format!("/workspaces/{id}"),
+                None,
+            )
+            .await,
+        )
+    }
+
+    /// `POST /workspaces`. Not idempotent: callers guard it with a pending marker.
+    pub async fn create_workspace(
+        &self,
+        body: &CreateWorkspace,
+    ) -> Result<Workspace, PlatformError> {
+        let body = to_value(body)?;
+        self.json("createWorkspace", Method::POST, "/workspaces", Some(&body))
             .await
+    }
+
+    /// `PATCH /workspaces/{id}`.
+    pub async fn update_workspace(
+        &self,
+        id: i64,
+        body: &UpdateWorkspace,
+    ) -> Result<(), PlatformError> {
+        let body = to_value(body)?;
+        self.empty(
+            "updateWorkspace",
+            Method::PATCH,
+            &format!("/workspaces/{id}"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `DELETE /workspaces/{id}`; a workspace that is already gone counts as deleted.
+    pub async fn delete_workspace(&self, id: i64) -> Result<(), PlatformError> {
+        match self
+            .empty(
+                "deleteWorkspace",
+                Method::DELETE,
+                &format!("/workspaces/{id}"),
+                None,
+            )
+            .await
+        {
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// `GET /workspaces/{id}/status`.
+    pub async fn is_running(&self, id: i64) -> Result<bool, PlatformError> {
+        let s: RunningStatus = self
+            .json(
+                "getWorkspaceStatus",
+                Method::GET,
+                &format!("/workspaces/{id}/status"),
+                None,
+            )
+            .await?;
+        Ok(s.is_running)
+    }
+
+    /// `GET /workspaces/{id}/env-vars`.
+    pub async fn list_env(&self, id: i64) -> Result<Vec<EnvVar>, PlatformError> {
+        self.json(
+            "listEnvVars",
+            Method::GET,
+            &format!("/workspaces/{id}/env-vars"),
+            None,
+        )
+        .await
+    }
+
+    /// `PUT /workspaces/{id}/env-vars`: sets the given variables.
+    pub async fn set_env(&self, id: i64, vars: &[EnvVar]) -> Result<(), PlatformError> {
+        let body = to_value(vars)?;
+        self.empty(
+            "setEnvVar",
+            Method::PUT,
+            &format!("/workspaces/{id}/env-vars"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `DELETE /workspaces/{id}/env-vars`: removes the named variables.
+    pub async fn delete_env(&self, id: i64, names: &[String]) -> Result<(), PlatformError> {
+        let body = to_value(names)?;
+        self.empty(
+            "deleteEnvVar",
+            Method::DELETE,
+            &format!("/workspaces/{id}/env-vars"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /workspaces/{id}/pipeline/{stage}/start[/{profile}]`.
+    pub async fn start_stage(
+        &self,
+        id: i64,
+        stage: Stage,
+        profile: Option<&str>,
+    ) -> Result<(), PlatformError> {
+        let path = match profile {
+            Some(p) => format!(
+                "/workspaces/{id}/pipeline/{}/start/{}",
+                stage.as_str(),
+                segment(p)
+            ),
+            None => format!("/workspaces/{id}/pipeline/{}/start", stage.as_str()),
+        };
+        self.empty("startPipelineStage", Method::POST, &path, None)
+            .await
+    }
+
+    /// `POST /workspaces/{id}/pipeline/{stage}/stop`.
+    pub async fn stop_stage(&self, id: i64, stage: Stage) -> Result<(), PlatformError> {
+        self.empty(
+            "stopPipelineStage",
+            Method::POST,
+            &format!("/workspaces/{id}/pipeline/{}/stop", stage.as_str()),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /workspaces/{id}/pipeline/{stage}`: one element per server and replica.
+    pub async fn stage_status(
+        &self,
+        id: i64,
+        stage: Stage,
+    ) -> Result<Vec<StageElement>, PlatformError> {
+        self.json(
+            "pipelineStatus",
+            Method::GET,
+            &format!("/workspaces/{id}/pipeline/{}", stage.as_str()),
+            None,
+        )
+        .await
+    }
+
+    /// `PATCH /workspaces/{id}/landscape/scale` with absolute replica counts per service.
+    pub async fn scale_landscape(
+        &self,
+        id: i64,
+        services: &BTreeMap<String, i32>,
+    ) -> Result<(), PlatformError> {
+        let body = to_value(services)?;
+        self.empty(
+            "scaleLandscapeServices",
+            Method::PATCH,
+            &format!("/workspaces/{id}/landscape/scale"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /workspaces/{id}/git/pull[/{remote}/{branch}]`.
+    pub async fn git_pull(
+        &self,
+        id: i64,
+        remote_branch: Option<(&str, &str)>,
+    ) -> Result<(), PlatformError> {
+        let path = match remote_branch {
+            Some((remote, branch)) => format!(
+                "/workspaces/{id}/git/pull/{}/{}",
+                segment(remote),
+                segment(branch)
+            ),
+            None => format!("/workspaces/{id}/git/pull"),
+        };
+        self.empty("gitPull", Method::POST, &path, None).await
+    }
+
+    /// `GET /workspaces/{id}/git/head`: the checked-out commit.
+    pub async fn git_head(&self, id: i64) -> Result<String, PlatformError> {
+        let h: Head = self
+            .json(
+                "gitHead",
+                Method::GET,
+                &format!("/workspaces/{id}/git/head"),
+                None,
+            )
+            .await?;
+        Ok(h.head)
+    }
+
+    /// `GET /domains/team/{teamId}/domain/{name}`; `None` when it does not exist.
+    pub async fn get_domain(
+        &self,
+        team_id: i64,
+        name: &str,
+    ) -> Result<Option<Domain>, PlatformError> {
+        not_found_is_none(
+            self.json(
+                "getDomain",
+                Method::GET,
+                &format!("/domains/team/{team_id}/domain/{}", segment(name)),
+                None,
+            )
+            .await,
+        )
+    }
+
+    /// `POST /domains/team/{teamId}/domain/{name}`.
+    pub async fn create_domain(&self, team_id: i64, name: &str) -> Result<Domain, PlatformError> {
+        self.json(
+            "createDomain",
+            Method::POST,
+            &format!("/domains/team/{team_id}/domain/{}", segment(name)),
+            None,
+        )
+        .await
+    }
+
+    /// `DELETE /domains/team/{teamId}/domain/{name}`; already gone counts as deleted.
+    pub async fn delete_domain(&self, team_id: i64, name: &str) -> Result<(), PlatformError> {
+        match self
+            .empty(
+                "deleteDomain",
+                Method::DELETE,
+                &format!("/domains/team/{team_id}/domain/{}", segment(name)),
+                None,
+            )
+            .await
+        {
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// `POST /domains/team/{teamId}/domain/{name}/verify`.
+    pub async fn verify_domain(
+        &self,
+        team_id: i64,
+        name: &str,
+    ) -> Result<Verification, PlatformError> {
+        self.json(
+            "verifyDomain",
+            Method::POST,
+            &format!("/domains/team/{team_id}/domain/{}/verify", segment(name)),
+            None,
+        )
+        .await
+    }
+
+    /// `PUT .../workspace-connections`: replaces the whole path → workspaces map.
+    pub async fn set_connections(
+        &self,
+        team_id: i64,
+        name: &str,
+        map: &BTreeMap<String, Vec<i64>>,
+    ) -> Result<Domain, PlatformError> {
+        let body = to_value(map)?;
+        self.json(
+            "updateWorkspaceConnections",
+            Method::PUT,
+            &format!(
+                "/domains/team/{team_id}/domain/{}/workspace-connections",
+                segment(name)
+            ),
+            Some(&body),
+        )
+        .await
     }
 }
 
-/// Turns a non-2xx answer into a typed error carrying the platform's `title`, `detail` and
-/// `traceId`.
+/// Percent-encodes one path segment (branch names may hold `/`).
+fn segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn to_value<T: Serialize + ?Sized>(body: &T) -> Result<Value, PlatformError> {
+    serde_json::to_value(body).map_err(|e| {
+        PlatformError::new(ErrorKind::Protocol, format!("cannot encode a request: {e}"))
+    })
+}
+
+fn not_found_is_none<T>(result: Result<T, PlatformError>) -> Result<Option<T>, PlatformError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Turns a non-2xx answer into a typed error carrying the platform's `title` and `detail`
+/// (the `traceId` is kept apart: it changes with every call).
 async fn check(operation: &str, response: Response) -> Result<Response, PlatformError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
     let body = response.text().await.unwrap_or_default();
-    let problem: Option<Problem> = serde_json::from_str(&body).ok();
+    Err(problem_error(operation, status, &body))
+}
+
+/// Classifies an error answer (pure, so every shape is unit-tested).
+pub fn problem_error(operation: &str, status: StatusCode, body: &str) -> PlatformError {
+    let problem: Option<Problem> = serde_json::from_str(body).ok();
     let mut kind = kind_for_status(status);
     let (title, detail, trace_id) = match &problem {
         Some(p) => (p.title.clone(), p.detail.clone(), p.trace_id.clone()),
@@ -88,10 +695,12 @@ async fn check(operation: &str, response: Response) -> Result<Response, Platform
         .flatten()
         .collect::<Vec<_>>()
         .join(": ");
-    // Plan and quota limits come back as 400 with a telling message.
+    // Plan, seat, billing and quota limits come back as 400 (or 402) with a telling message.
     let lower = text.to_ascii_lowercase();
     if kind == ErrorKind::Invalid
-        && (lower.contains("limit") || lower.contains("quota") || lower.contains("billing"))
+        && ["limit", "quota", "billing", "seats", "exceed"]
+            .iter()
+            .any(|w| lower.contains(w))
     {
         kind = ErrorKind::QuotaExceeded;
     }
@@ -100,23 +709,31 @@ async fn check(operation: &str, response: Response) -> Result<Response, Platform
     } else {
         text
     };
-    let message = format!(
-        "codesphere {operation} answered {}: {shown}",
-        problem
-            .as_ref()
-            .and_then(|p| p.status)
-            .unwrap_or(status.as_u16())
+    let code = problem
+        .as_ref()
+        .and_then(|p| p.status)
+        .unwrap_or(status.as_u16());
+    let mut err = PlatformError::new(
+        kind,
+        format!("codesphere {operation} answered {code}: {shown}"),
     );
-    let mut err = PlatformError::new(kind, message);
     err.status = Some(status.as_u16());
     err.trace_id = trace_id;
-    Err(err)
+    err
 }
 
 #[async_trait]
 impl Platform for Codesphere {
     fn platform_type(&self) -> PlatformType {
         PlatformType::Codesphere
+    }
+
+    fn workspaces(&self) -> Option<&dyn crate::platform::drivers::WorkspaceDriver> {
+        Some(self)
+    }
+
+    fn service_scales(&self) -> Option<&dyn crate::platform::drivers::ServiceScaleDriver> {
+        Some(self)
     }
 
     async fn verify(&self) -> Result<String, PlatformError> {
@@ -133,5 +750,58 @@ impl Platform for Codesphere {
                     .join(", ")
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_bodies_become_typed_errors() {
+        let body = r#"{"status":401,"title":"Unauthorized","detail":"Authorization information is missing or invalid.","traceId":"t-1"}"#;
+        let e = problem_error("listTeams", StatusCode::UNAUTHORIZED, body);
+        assert_eq!(e.kind, ErrorKind::Unauthorized);
+        assert_eq!(e.trace_id.as_deref(), Some("t-1"));
+        assert!(e
+            .message
+            .contains("Authorization information is missing or invalid."));
+        assert!(!e.message.contains("t-1"), "trace ids stay out of messages");
+    }
+
+    #[test]
+    fn plan_limits_and_billing_are_quota_errors() {
+        let body = r#"{"status":400,"title":"Bad Request","detail":"Replicas exceed the plan limit of 3","traceId":"x"}"#;
+        assert_eq!(
+            problem_error("updateWorkspace", StatusCode::BAD_REQUEST, body).kind,
+            ErrorKind::QuotaExceeded
+        );
+        let body = r#"{"status":402,"title":"Payment Required","detail":"Missing billing information","traceId":"x"}"#;
+        assert_eq!(
+            problem_error("createWorkspace", StatusCode::PAYMENT_REQUIRED, body).kind,
+            ErrorKind::QuotaExceeded
+        );
+        let body = r#"{"status":400,"title":"Bad Request","detail":"Path or request body variable does not match schema","traceId":"x"}"#;
+        assert_eq!(
+            problem_error("createWorkspace", StatusCode::BAD_REQUEST, body).kind,
+            ErrorKind::Invalid
+        );
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("feature/x y"), "feature%2Fx%20y");
+        assert_eq!(segment("release-1.2_a~b"), "release-1.2_a~b");
+    }
+
+    #[test]
+    fn non_json_errors_still_say_something() {
+        let e = problem_error(
+            "getWorkspace",
+            StatusCode::BAD_GATEWAY,
+            "<html>bad gateway</html>",
+        );
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.message.contains("502"), "{}", e.message);
     }
 }

@@ -1,6 +1,7 @@
 //! Codesphere: API client, simulator and mapping.
 
 pub mod client;
+pub mod mapping;
 pub mod sim;
 
 pub use client::Codesphere;
