@@ -2,16 +2,87 @@
 
 use super::service_scale::get_workspace;
 use super::workspace::UNSUPPORTED;
-use crate::api::{DomainBinding, DomainBindingStatus};
+use crate::api::{DeletionPolicy, DomainBinding, DomainBindingStatus, ManagementPolicy};
 use crate::core::context::Context;
 use crate::core::error::ReconcileError;
-use crate::core::reconciler::{Cleanup, Mode, Reconciler, Report};
+use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
 use crate::core::references;
+use crate::platform::drivers::DomainRequest;
 use async_trait::async_trait;
 use kube::ResourceExt;
+use std::collections::BTreeMap;
 
 /// Reconciles DomainBindings.
 pub struct DomainBindingReconciler;
+
+/// Resolves every route's Workspaces to their platform ids.
+async fn resolve_routes(
+    ctx: &Context,
+    namespace: &str,
+    obj: &DomainBinding,
+) -> Result<BTreeMap<String, Vec<String>>, ReconcileError> {
+    let mut routes = BTreeMap::new();
+    for route in &obj.spec.routes {
+        let mut ids = Vec::new();
+        for reference in &route.workspaces {
+            let ws = get_workspace(ctx, namespace, &reference.name).await?;
+            if ws.spec.provider_ref != obj.spec.provider_ref {
+                return Err(ReconcileError::user(
+                    "WorkspaceOnAnotherProvider",
+                    format!(
+                        "route {}: Workspace {namespace}/{} runs on provider {}, not {}",
+                        route.path,
+                        reference.name,
+                        ws.spec.provider_ref.name,
+                        obj.spec.provider_ref.name
+                    ),
+                ));
+            }
+            let id = ws
+                .status
+                .as_ref()
+                .and_then(|s| s.external_id.clone())
+                .ok_or_else(|| {
+                    ReconcileError::waiting(
+                        "WorkspaceNotCreated",
+                        format!(
+                            "Workspace {namespace}/{} has no platform object yet",
+                            reference.name
+                        ),
+                    )
+                })?;
+            ids.push(id);
+        }
+        routes.insert(route.path.clone(), ids);
+    }
+    Ok(routes)
+}
+
+fn request<'a>(
+    obj: &'a DomainBinding,
+    routes: BTreeMap<String, Vec<String>>,
+    previous: &'a DomainBindingStatus,
+    mode: Mode,
+) -> DomainRequest<'a> {
+    DomainRequest {
+        key: format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+        domain: &obj.spec.domain,
+        routes,
+        tls: obj.spec.tls,
+        previous,
+        generation: obj.metadata.generation.unwrap_or_default(),
+        observed_generation: previous.observed_generation,
+        mode,
+        observe_only: obj.spec.management_policy == ManagementPolicy::Observe,
+    }
+}
+
+fn not_implemented(platform: crate::api::PlatformType) -> ReconcileError {
+    ReconcileError::user(
+        "NotImplemented",
+        format!("this version of bosun cannot bind domains on {platform} yet"),
+    )
+}
 
 #[async_trait]
 impl Reconciler<DomainBinding> for DomainBindingReconciler {
@@ -19,7 +90,7 @@ impl Reconciler<DomainBinding> for DomainBindingReconciler {
         &self,
         obj: &DomainBinding,
         ctx: &Context,
-        _mode: Mode,
+        mode: Mode,
     ) -> Result<Report<DomainBindingStatus>, ReconcileError> {
         let namespace = obj.namespace().unwrap_or_default();
         let (view, platform) =
@@ -33,26 +104,46 @@ impl Reconciler<DomainBinding> for DomainBindingReconciler {
                 ),
             ));
         }
-        for route in &obj.spec.routes {
-            for ws in &route.workspaces {
-                get_workspace(ctx, &namespace, &ws.name).await?;
-            }
-        }
-        Err(ReconcileError::user(
-            "NotImplemented",
-            format!(
-                "this version of bosun cannot bind domains on {} yet",
-                view.spec.type_
-            ),
-        ))
+        let routes = resolve_routes(ctx, &namespace, obj).await?;
+        let driver = platform
+            .domains()
+            .ok_or_else(|| not_implemented(view.spec.type_))?;
+        let previous = obj.status.clone().unwrap_or_default();
+        driver
+            .reconcile(&request(obj, routes, &previous, mode))
+            .await
     }
 
-    async fn cleanup(
-        &self,
-        _obj: &DomainBinding,
-        _ctx: &Context,
-    ) -> Result<Cleanup, ReconcileError> {
-        // Nothing is created at the platform by this version.
-        Ok(Cleanup::Done(Vec::new()))
+    async fn cleanup(&self, obj: &DomainBinding, ctx: &Context) -> Result<Cleanup, ReconcileError> {
+        let previous = obj.status.clone().unwrap_or_default();
+        if previous.external_id.is_none() {
+            return Ok(Cleanup::Done(Vec::new()));
+        }
+        if obj.spec.deletion_policy == DeletionPolicy::Orphan
+            || obj.spec.management_policy == ManagementPolicy::Observe
+        {
+            return Ok(Cleanup::Done(vec![Note::normal(
+                "Orphaned",
+                "Delete",
+                format!("left {} and its routes in place", obj.spec.domain),
+            )]));
+        }
+        let namespace = obj.namespace().unwrap_or_default();
+        let view = references::get_provider(ctx, &namespace, &obj.spec.provider_ref).await?;
+        let platform = references::connect(ctx, &view).await?;
+        let driver = platform
+            .domains()
+            .ok_or_else(|| not_implemented(view.spec.type_))?;
+        driver
+            .delete(&request(
+                obj,
+                BTreeMap::new(),
+                &previous,
+                Mode {
+                    act: true,
+                    requested: false,
+                },
+            ))
+            .await
     }
 }

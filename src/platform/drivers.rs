@@ -2,7 +2,7 @@
 //! Secrets and capabilities, then hands the platform a neutral request; the platform's mapping
 //! observes, plans (pure) and acts, and reports what status should show.
 
-use crate::api::{ServiceScaleStatus, WorkspaceSpec, WorkspaceStatus};
+use crate::api::{DomainBindingStatus, ServiceScaleStatus, WorkspaceSpec, WorkspaceStatus};
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Report};
 use async_trait::async_trait;
@@ -82,4 +82,29 @@ pub trait ServiceScaleDriver: Send + Sync {
         &self,
         request: &ScaleRequest<'_>,
     ) -> Result<Report<ServiceScaleStatus>, ReconcileError>;
+}
+
+/// A DomainBinding as the platform sees it: routes with Workspaces resolved to platform ids.
+pub struct DomainRequest<'a> {
+    pub key: String,
+    pub domain: &'a str,
+    /// Path → platform ids of the Workspaces serving it.
+    pub routes: BTreeMap<String, Vec<String>>,
+    pub tls: bool,
+    pub previous: &'a DomainBindingStatus,
+    pub generation: i64,
+    pub observed_generation: Option<i64>,
+    pub mode: Mode,
+    pub observe_only: bool,
+}
+
+/// Custom domains on a platform.
+#[async_trait]
+pub trait DomainDriver: Send + Sync {
+    async fn reconcile(
+        &self,
+        request: &DomainRequest<'_>,
+    ) -> Result<Report<DomainBindingStatus>, ReconcileError>;
+    /// Removes what the binding owns (its paths, and the domain when nothing else uses it).
+    async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError>;
 }

@@ -199,6 +199,11 @@ pub trait Platform: Send + Sync {
     fn service_scales(&self) -> Option<&dyn drivers::ServiceScaleDriver> {
         None
     }
+
+    /// How this platform serves custom domains, where it can.
+    fn domains(&self) -> Option<&dyn drivers::DomainDriver> {
+        None
+    }
 }
 
 /// The public URL of each platform, used when `spec.endpoint` is omitted.

@@ -542,3 +542,97 @@ async fn service_scale_follows_kubectl_scale_and_heals_drift() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn domain_binding_merges_routes_and_reports_verification() {
+    let env = setup("cs-domain").await;
+    let ns = env.ns.as_str();
+    apply(ns, &workspace("blue", "")).await;
+    apply(ns, &workspace("green", "")).await;
+    let blue = id_of(&wait_current(ns, "workspace/blue").await);
+    let green = id_of(&wait_current(ns, "workspace/green").await);
+    let domain = format!("{ns}.example.com");
+    let binding = |paths: &str| {
+        format!("apiVersion: bosun.dev/v1alpha1\nkind: DomainBinding\nmetadata: {{name: shop}}\nspec:\n  providerRef: {{name: cs}}\n  domain: {domain}\n  routes:\n{paths}")
+    };
+    apply(ns, &binding("  - {path: /, workspaces: [{name: blue}]}\n")).await;
+
+    // Created, routed, and waiting for DNS with the records to create in status.
+    let obj = wait_until(ns, "domainbinding/shop", "pending verification", |o| {
+        o["status"]["verification"]["state"] == "Pending"
+    })
+    .await;
+    let records = obj["status"]["verification"]["dnsRecords"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !records.is_empty(),
+        "no DNS records in status: {:#}",
+        obj["status"]
+    );
+    assert_eq!(
+        condition(&obj, "Ready").unwrap()["reason"],
+        "DomainNotVerified"
+    );
+    assert_eq!(condition(&obj, "Stalled").unwrap()["status"], "False");
+    assert_eq!(
+        env.sim.domain(&domain).unwrap().workspaces.get("/"),
+        Some(&vec![blue])
+    );
+
+    // The user creates the records: verified, Ready.
+    env.sim.verify_domain_dns(&domain);
+    support::cluster()
+        .await
+        .kubectl_ok(
+            &[
+                "annotate",
+                "-n",
+                ns,
+                "domainbinding/shop",
+                "bosun.dev/reconcile-requested-at=dns-done",
+            ],
+            None,
+        )
+        .await;
+    let obj = wait_current(ns, "domainbinding/shop").await;
+    assert_eq!(obj["status"]["verification"]["state"], "Verified");
+
+    // A path someone else added at the platform is left alone; a 409 is retried.
+    let r = reqwest::Client::new()
+        .put(format!(
+            "{}/api/domains/team/1/domain/{domain}/workspace-connections",
+            env._server.base_url()
+        ))
+        .bearer_auth("sim-token")
+        .json(&serde_json::json!({"/": [blue], "/blog": [green]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    env.sim.set_domain_busy(&domain, 2);
+    apply(ns, &binding("  - {path: /, workspaces: [{name: blue}, {name: green}]}\n  - {path: /api, workspaces: [{name: green}]}\n")).await;
+    support::wait_for("routes merged", TIMEOUT, || async {
+        let d = env.sim.domain(&domain).unwrap();
+        d.workspaces.get("/").map(|v| v.len()) == Some(2)
+            && d.workspaces.get("/api") == Some(&vec![green])
+            && d.workspaces.get("/blog") == Some(&vec![green])
+    })
+    .await;
+    wait_current(ns, "domainbinding/shop").await;
+
+    // Deleting removes bosun's paths only; the domain stays for the path others use.
+    support::cluster()
+        .await
+        .kubectl_ok(
+            &["delete", "-n", ns, "domainbinding/shop", "--timeout=60s"],
+            None,
+        )
+        .await;
+    let d = env.sim.domain(&domain).expect("domain kept for /blog");
+    assert_eq!(
+        d.workspaces.keys().cloned().collect::<Vec<_>>(),
+        vec!["/blog".to_string()]
+    );
+}

@@ -211,6 +211,9 @@ pub struct Codesphere {
     /// Per team: the last listing, behind an async lock so concurrent reconciles share one call.
     listings: StdMutex<HashMap<i64, Arc<AsyncMutex<Listing>>>>,
     plans: AsyncMutex<Option<(Instant, Arc<Vec<Plan>>)>>,
+    /// Per workspace: when its run stage and variables were last read, and a fingerprint of
+    /// the variables it was given then (kept in memory only).
+    pub(crate) deep_checks: StdMutex<HashMap<i64, (Instant, u64)>>,
 }
 
 impl Codesphere {
@@ -222,6 +225,7 @@ impl Codesphere {
             default_team: connection.defaults.team_id,
             listings: StdMutex::new(HashMap::new()),
             plans: AsyncMutex::new(None),
+            deep_checks: StdMutex::new(HashMap::new()),
         })
     }
 
@@ -733,6 +737,10 @@ impl Platform for Codesphere {
     }
 
     fn service_scales(&self) -> Option<&dyn crate::platform::drivers::ServiceScaleDriver> {
+        Some(self)
+    }
+
+    fn domains(&self) -> Option<&dyn crate::platform::drivers::DomainDriver> {
         Some(self)
     }
 
