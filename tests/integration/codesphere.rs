@@ -636,3 +636,79 @@ async fn domain_binding_merges_routes_and_reports_verification() {
         vec!["/blog".to_string()]
     );
 }
+
+#[tokio::test]
+async fn blue_green_switches_the_domain_then_retires_the_old_workspace() {
+    let env = setup("cs-bg").await;
+    let ns = env.ns.as_str();
+    let spec = "  strategy: BlueGreen\n  pipeline: {prepare: true, test: false, run: Running}\n";
+    apply(ns, &workspace("shop", spec)).await;
+    let blue = id_of(&wait_current(ns, "workspace/shop").await);
+    let domain = format!("{ns}.example.com");
+    env.sim.verify_domain_dns(&domain);
+    apply(ns, &format!("apiVersion: bosun.dev/v1alpha1\nkind: DomainBinding\nmetadata: {{name: shop}}\nspec:\n  providerRef: {{name: cs}}\n  domain: {domain}\n  routes:\n  - {{path: /, workspaces: [{{name: shop}}]}}\n")).await;
+    wait_current(ns, "domainbinding/shop").await;
+    assert_eq!(
+        env.sim.domain(&domain).unwrap().workspaces.get("/"),
+        Some(&vec![blue])
+    );
+
+    // A failing prepare on the candidate: traffic stays, Stalled names the stage.
+    let candidate = env.sim.workspaces().iter().map(|w| w.id).max().unwrap() + 1;
+    env.sim.fail_next_stage(candidate, Stage::Prepare);
+    env.sim
+        .push_commit("https://git.example.com/shop.git", "v2");
+    apply(
+        ns,
+        &workspace("shop", spec).replace("branch: main", "branch: v2"),
+    )
+    .await;
+    let obj = wait_condition(ns, "workspace/shop", "Stalled", "True").await;
+    let msg = condition(&obj, "Stalled").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("prepare stage ended in failure")
+            && msg.contains(&format!("traffic stays on workspace {blue}")),
+        "{msg}"
+    );
+    assert_eq!(
+        env.sim.domain(&domain).unwrap().workspaces.get("/"),
+        Some(&vec![blue])
+    );
+    assert_eq!(id_of(&obj), blue);
+    assert!(
+        env.sim.workspace(candidate).is_none(),
+        "the failed candidate was left behind"
+    );
+
+    // A good change: candidate built, routes switched, old workspace deleted.
+    env.sim
+        .push_commit("https://git.example.com/shop.git", "v3");
+    apply(
+        ns,
+        &workspace("shop", spec).replace("branch: main", "branch: v3"),
+    )
+    .await;
+    let obj = wait_until(ns, "workspace/shop", "switched to a new workspace", |o| {
+        o["status"]["sourceRef"] == "branch:v3" && o["status"]["operation"].is_null()
+    })
+    .await;
+    let green = id_of(&obj);
+    assert_ne!(green, blue);
+    wait_current(ns, "workspace/shop").await;
+    support::wait_for("domain routes to the new workspace", TIMEOUT, || async {
+        env.sim.domain(&domain).unwrap().workspaces.get("/") == Some(&vec![green])
+    })
+    .await;
+    assert!(
+        env.sim.workspace(blue).is_none(),
+        "old workspace {blue} still exists"
+    );
+    let events = events(ns).await;
+    assert!(
+        events.contains("Switched") && events.contains("Retired"),
+        "missing blue/green Events"
+    );
+}

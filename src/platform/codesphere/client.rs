@@ -568,6 +568,17 @@ impl Codesphere {
         Ok(h.head)
     }
 
+    /// `GET /domains/team/{teamId}`.
+    pub async fn list_domains(&self, team_id: i64) -> Result<Vec<Domain>, PlatformError> {
+        self.json(
+            "listDomains",
+            Method::GET,
+            &format!("/domains/team/{team_id}"),
+            None,
+        )
+        .await
+    }
+
     /// `GET /domains/team/{teamId}/domain/{name}`; `None` when it does not exist.
     pub async fn get_domain(
         &self,

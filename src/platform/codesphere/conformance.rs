@@ -403,7 +403,14 @@ async fn every_client_request_matches_the_published_spec() {
     .expect("bind");
     let cs = client(&format!("{}/api", server.base_url()));
 
-    exercise(&cs, &sim).await;
+    // The calls run in a task so that, should one of them fail, the spec check below still
+    // runs first: a request that breaks the spec is usually why an answer was wrong.
+    let cs = Arc::new(cs);
+    let calls = tokio::spawn({
+        let (cs, sim) = (cs.clone(), sim.clone());
+        async move { exercise(&cs, &sim).await }
+    })
+    .await;
 
     let requests = entries(&log);
     let mut problems = Vec::new();
@@ -433,11 +440,19 @@ async fn every_client_request_matches_the_published_spec() {
         }
         used.extend(operation);
     }
+    let failed = calls
+        .as_ref()
+        .err()
+        .map(|e| format!("\n(and a call failed: {e})"));
     assert!(
         problems.is_empty(),
-        "requests that break the spec:\n{}",
-        problems.join("\n")
+        "requests that break the spec:\n{}{}",
+        problems.join("\n"),
+        failed.unwrap_or_default()
     );
+    if let Err(e) = calls {
+        std::panic::resume_unwind(e.into_panic());
+    }
     let all: BTreeSet<String> = OPERATIONS.iter().map(|s| s.to_string()).collect();
     assert_eq!(used, all, "operations the client called");
     let stale: Vec<_> = KNOWN_DEVIATIONS

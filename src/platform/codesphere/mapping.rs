@@ -9,8 +9,8 @@ use super::client::{
     Codesphere, CreateWorkspace, EnvVar, Plan, Stage, StageElement, UpdateWorkspace, Workspace,
 };
 use crate::api::{
-    GitRef, ManagementPolicy, OperationStatus, RunState, ServiceScaleStatus, StageStatus,
-    WorkspaceStatus,
+    GitRef, ManagementPolicy, OperationStatus, RolloutStrategy, RunState, ServiceScaleStatus,
+    StageStatus, WorkspaceStatus,
 };
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
@@ -314,11 +314,12 @@ fn team_of(
 }
 
 fn known_id(request: &WorkspaceRequest<'_>) -> Result<Option<i64>, ReconcileError> {
+    // Status first: a blue/green rollout moves the workspace to a new id.
     let raw = request
-        .spec
+        .previous
         .external_id
         .as_deref()
-        .or(request.previous.external_id.as_deref());
+        .or(request.spec.external_id.as_deref());
     match raw {
         None => Ok(None),
         Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
@@ -650,6 +651,262 @@ impl Codesphere {
     }
 }
 
+/// `status.operation.kind` of a blue/green rollout.
+pub const BLUE_GREEN: &str = "blueGreen";
+
+/// The candidate's name for a generation: deterministic, so a lookup by name finds a
+/// candidate an interrupted reconcile created, and no marker is needed.
+pub fn candidate_name(base: &str, generation: i64) -> String {
+    let suffix = format!("-g{generation}");
+    let keep = 63usize.saturating_sub(suffix.len());
+    format!("{}{suffix}", base.chars().take(keep).collect::<String>())
+}
+
+type Step = (Readiness, SyncState, Option<Duration>);
+
+fn progressing(reason: &str, message: String) -> Step {
+    (
+        Readiness::not_ready(reason, message.clone()),
+        SyncState::Progressing {
+            reason: reason.into(),
+            message,
+        },
+        Some(STAGE_POLL),
+    )
+}
+
+impl Codesphere {
+    /// One step of a blue/green rollout: create the candidate, run its stages, switch the
+    /// Workspace (and so every DomainBinding route) to it, then retire the old workspace once
+    /// no domain routes to it. On failure traffic stays where it was.
+    async fn drive_blue_green(
+        &self,
+        request: &WorkspaceRequest<'_>,
+        team_id: i64,
+        plan_id: i64,
+        current: &Workspace,
+        status: &mut WorkspaceStatus,
+        notes: &mut Vec<Note>,
+    ) -> Result<Step, ReconcileError> {
+        let pipeline = request.spec.pipeline.clone().unwrap_or_default();
+        let timeout = stage_timeout(pipeline.stage_timeout.as_deref());
+        let profile = request
+            .spec
+            .codesphere
+            .as_ref()
+            .and_then(|c| c.profile.clone());
+        let desired_ref = request.spec.source.git_ref().to_string();
+        let now = Timestamp::now();
+        let op = status.operation.clone().filter(|o| o.kind == BLUE_GREEN);
+
+        // Retire: the Workspace already points at the candidate; `op.id` is the old one.
+        if let Some(op) = op.as_ref().filter(|o| o.state == "retire") {
+            let old: i64 = op
+                .id
+                .as_deref()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or_default();
+            let routed = self
+                .list_domains(team_id)
+                .await?
+                .iter()
+                .any(|d| d.workspaces.values().any(|ids| ids.contains(&old)));
+            if routed {
+                return Ok(progressing(
+                    "SwitchingTraffic",
+                    format!("waiting for domain routes to move off workspace {old}"),
+                ));
+            }
+            self.delete_workspace(old).await?;
+            self.forget_list(team_id).await;
+            status.operation = None;
+            notes.push(Note::normal(
+                "Retired",
+                "BlueGreen",
+                format!("deleted the old workspace {old}; {desired_ref} serves all traffic"),
+            ));
+            return Ok((
+                Readiness::ready(
+                    "Available",
+                    format!("workspace {} runs {desired_ref}", current.id),
+                ),
+                SyncState::Synced,
+                None,
+            ));
+        }
+
+        // A failed candidate stays failed until the spec changes or a reconcile is requested.
+        if let Some(op) = op.as_ref().filter(|o| o.state.starts_with("failed:")) {
+            if op.generation == Some(request.generation) && !request.mode.requested {
+                let msg = format!(
+                    "blue/green candidate: the {} stage failed; traffic stays on workspace {}",
+                    op.state.trim_start_matches("failed:"),
+                    current.id
+                );
+                return Ok((
+                    Readiness::not_ready("StageFailed", msg.clone()),
+                    SyncState::Stalled {
+                        reason: "StageFailed".into(),
+                        message: msg,
+                    },
+                    None,
+                ));
+            }
+        }
+
+        // Find or create this generation's candidate.
+        let name = candidate_name(&request.external_name, request.generation);
+        self.forget_list(team_id).await;
+        let list = self.workspaces_of(team_id).await?;
+        let candidate = match list.iter().find(|w| w.name == name) {
+            Some(c) => c.clone(),
+            None => {
+                let mut body = self.create_body(request, team_id, plan_id);
+                body.name = name.clone();
+                let c = self.create_workspace(&body).await?;
+                self.forget_list(team_id).await;
+                notes.push(Note::normal(
+                    "CandidateCreated",
+                    "BlueGreen",
+                    format!("created candidate workspace {} for {desired_ref}", c.id),
+                ));
+                c
+            }
+        };
+        let stage_in_flight = op
+            .as_ref()
+            .filter(|o| o.id.as_deref() == Some(candidate.id.to_string().as_str()))
+            .and_then(|o| stage_named(&o.state).map(|s| (s, parse_time(o.started_at.as_ref()))));
+        if !self.is_running(candidate.id).await? {
+            if stage_in_flight.is_none() {
+                status.operation = Some(OperationStatus {
+                    id: Some(candidate.id.to_string()),
+                    state: "starting".into(),
+                    ..operation(BLUE_GREEN, Stage::Prepare, request.generation, now, timeout)
+                });
+            }
+            return Ok(progressing(
+                "CandidateStarting",
+                format!("waiting for candidate workspace {} to run", candidate.id),
+            ));
+        }
+        let stages = rollout_stages(pipeline.prepare, pipeline.test, RunState::Running);
+        let start = |stage: Stage| operation(BLUE_GREEN, stage, request.generation, now, timeout);
+        let next = match stage_in_flight {
+            None => stages.first().copied(),
+            Some((stage, since)) => {
+                let elements = self.stage_status(candidate.id, stage).await?;
+                status.stages = stage_statuses(stage, &elements);
+                match stage_progress(stage, &elements, since) {
+                    StageProgress::Succeeded => {
+                        match stages.iter().skip_while(|s| **s != stage).nth(1) {
+                            Some(next) => Some(*next),
+                            None => {
+                                // The candidate runs: switch, then retire the old workspace.
+                                notes.push(Note::normal(
+                                "Switched",
+                                "BlueGreen",
+                                format!("workspace {} now serves {desired_ref}; domain routes move from {}", candidate.id, current.id),
+                            ));
+                                status.external_id = Some(candidate.id.to_string());
+                                status.url = url_of(&candidate);
+                                status.source_ref = Some(desired_ref.clone());
+                                status.deployed_revision = self.git_head(candidate.id).await.ok();
+                                status.operation = Some(OperationStatus {
+                                    id: Some(current.id.to_string()),
+                                    state: "retire".into(),
+                                    ..start(Stage::Run)
+                                });
+                                return Ok(progressing(
+                                    "SwitchingTraffic",
+                                    format!(
+                                        "moving domain routes from workspace {} to {}",
+                                        current.id, candidate.id
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    StageProgress::Failed(why) => {
+                        // Traffic never moved; the failed candidate is removed so nothing leaks.
+                        self.delete_workspace(candidate.id).await?;
+                        self.forget_list(team_id).await;
+                        status.operation = Some(OperationStatus {
+                            id: Some(candidate.id.to_string()),
+                            state: format!("failed:{}", stage.as_str()),
+                            ..start(stage)
+                        });
+                        let msg = format!(
+                            "blue/green candidate {}: {why}; traffic stays on workspace {}",
+                            candidate.id, current.id
+                        );
+                        return Ok((
+                            Readiness::not_ready("StageFailed", msg.clone()),
+                            SyncState::Stalled {
+                                reason: "StageFailed".into(),
+                                message: msg,
+                            },
+                            None,
+                        ));
+                    }
+                    StageProgress::Pending | StageProgress::Running => {
+                        let op = status.operation.clone().unwrap_or_default();
+                        if parse_time(op.deadline.as_ref()).is_some_and(|d| now > d) {
+                            status.operation = Some(OperationStatus {
+                                state: format!("failed:{}", stage.as_str()),
+                                ..op
+                            });
+                            let msg = format!("blue/green candidate {}: the {} stage did not finish in time; traffic stays on workspace {}", candidate.id, stage.as_str(), current.id);
+                            return Ok((
+                                Readiness::not_ready("StageTimeout", msg.clone()),
+                                SyncState::Stalled {
+                                    reason: "StageTimeout".into(),
+                                    message: msg,
+                                },
+                                None,
+                            ));
+                        }
+                        return Ok(progressing(
+                            "StageRunning",
+                            format!(
+                                "candidate {}: the {} stage is in progress",
+                                candidate.id,
+                                stage.as_str()
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        let Some(stage) = next else {
+            return Ok(progressing("StageRunning", "nothing to run".into()));
+        };
+        self.start_stage(candidate.id, stage, profile.as_deref())
+            .await?;
+        status.operation = Some(OperationStatus {
+            id: Some(candidate.id.to_string()),
+            ..start(stage)
+        });
+        notes.push(Note::normal(
+            "StageStarted",
+            "BlueGreen",
+            format!(
+                "candidate {}: started the {} stage",
+                candidate.id,
+                stage.as_str()
+            ),
+        ));
+        Ok(progressing(
+            "StageRunning",
+            format!(
+                "candidate {}: the {} stage is in progress",
+                candidate.id,
+                stage.as_str()
+            ),
+        ))
+    }
+}
+
 /// How often a Ready workspace's run stage and variables are read when nothing else asks for it.
 pub const DEEP_CHECK_INTERVAL: Duration = Duration::from_secs(30 * 60);
 
@@ -915,6 +1172,30 @@ impl WorkspaceDriver for Codesphere {
             status.replicas = Some(update.replicas.unwrap_or(ws.replicas));
         }
 
+        // A new source with strategy BlueGreen: a candidate next to the current workspace.
+        let desired_ref = request.spec.source.git_ref().to_string();
+        let blue_green_due = request.spec.strategy == RolloutStrategy::BlueGreen
+            && (status
+                .operation
+                .as_ref()
+                .is_some_and(|o| o.kind == BLUE_GREEN)
+                || status
+                    .source_ref
+                    .as_deref()
+                    .is_some_and(|r| r != desired_ref));
+        if blue_green_due && act {
+            let (readiness, sync, requeue) = self
+                .drive_blue_green(request, team_id, plan.id, &ws, &mut status, &mut notes)
+                .await?;
+            return Ok(Report {
+                status,
+                readiness,
+                sync,
+                requeue_after: requeue,
+                notes,
+            });
+        }
+
         // Cheap drift checks (existence, plan, replicas) come from the team listing on every
         // poll; the run stage and variables cost calls per workspace, so they are read only
         // when something may have changed, or every `DEEP_CHECK_INTERVAL`.
@@ -1003,31 +1284,56 @@ impl WorkspaceDriver for Codesphere {
     }
 
     async fn delete(&self, request: &WorkspaceRequest<'_>) -> Result<Cleanup, ReconcileError> {
-        let Some(id) = known_id(request)? else {
-            return Ok(Cleanup::Done(Vec::new()));
-        };
-        match self.get_workspace(id).await.map_err(user_or_platform)? {
-            None => Ok(Cleanup::Done(vec![Note::normal(
-                "Deleted",
-                "Delete",
-                format!("Codesphere workspace {id} is gone"),
-            )])),
-            Some(ws) => {
-                self.delete_workspace(id).await.map_err(user_or_platform)?;
-                self.forget_list(ws.team_id).await;
-                // Deletion is not documented as synchronous: confirm before letting go.
-                match self.get_workspace(id).await.map_err(user_or_platform)? {
-                    None => Ok(Cleanup::Done(vec![Note::normal(
-                        "Deleted",
-                        "Delete",
-                        format!("deleted Codesphere workspace {id}"),
-                    )])),
-                    Some(_) => Ok(Cleanup::InProgress(
-                        STAGE_POLL,
-                        format!("waiting for Codesphere to delete workspace {id}"),
-                    )),
-                }
+        let mut ids: Vec<i64> = known_id(request)?.into_iter().collect();
+        // A blue/green candidate (or the old workspace being retired) goes too.
+        if let Some(op) = request
+            .previous
+            .operation
+            .as_ref()
+            .filter(|o| o.kind == BLUE_GREEN)
+        {
+            ids.extend(op.id.as_deref().and_then(|i| i.parse::<i64>().ok()));
+        }
+        // An interrupted create left no id: find it by name so it does not leak.
+        if ids.is_empty() && request.create_pending {
+            let team_id = team_of(request, self.default_team())?;
+            self.forget_list(team_id).await;
+            let list = self.workspaces_of(team_id).await?;
+            ids.extend(
+                list.iter()
+                    .filter(|w| w.name == request.external_name)
+                    .map(|w| w.id),
+            );
+        }
+        let mut notes = Vec::new();
+        let mut pending = Vec::new();
+        for id in ids {
+            let Some(ws) = self.get_workspace(id).await? else {
+                continue;
+            };
+            self.delete_workspace(id).await?;
+            self.forget_list(ws.team_id).await;
+            // Deletion is not documented as synchronous: confirm before letting go.
+            if self.get_workspace(id).await?.is_some() {
+                pending.push(id.to_string());
+            } else {
+                notes.push(Note::normal(
+                    "Deleted",
+                    "Delete",
+                    format!("deleted Codesphere workspace {id}"),
+                ));
             }
+        }
+        if pending.is_empty() {
+            Ok(Cleanup::Done(notes))
+        } else {
+            Ok(Cleanup::InProgress(
+                STAGE_POLL,
+                format!(
+                    "waiting for Codesphere to delete workspace {}",
+                    pending.join(", ")
+                ),
+            ))
         }
     }
 }

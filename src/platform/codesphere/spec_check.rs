@@ -441,7 +441,7 @@ pub(crate) fn request_errors<'a>(
     let Some((template, op)) = find_operation(spec, method, path) else {
         return (
             None,
-            vec![format!("{method} {path}: no such operation in the spec")],
+            vec!["no operation in the spec has this method and path".into()],
         );
     };
     let checker = Checker { spec };
