@@ -712,3 +712,69 @@ async fn blue_green_switches_the_domain_then_retires_the_old_workspace() {
         "missing blue/green Events"
     );
 }
+
+/// Steady state for 100 Workspaces: platform calls per poll interval, against the one GET per
+/// object a naive operator would send. Prints the figure; fails below a 10x saving.
+#[tokio::test]
+async fn steady_state_calls_per_poll_for_100_workspaces() {
+    const N: usize = 100;
+    let env = setup("cs-poll").await;
+    let ns = env.ns.as_str();
+    // A budget high enough that creating 100 workspaces is not what this test measures.
+    apply(ns, &format!(
+        "apiVersion: bosun.dev/v1alpha1\nkind: Provider\nmetadata: {{name: cs}}\nspec:\n  type: codesphere\n  endpoint: {}/api\n  \
+         credentials: {{secretRef: {{name: cs-token, key: token}}}}\n  defaults: {{teamId: 1}}\n  rateLimit: {{requestsPerMinute: 20000, burst: 200}}\n",
+        env._server.base_url()
+    ))
+    .await;
+    wait_current(ns, "provider/cs").await;
+    let manifests: Vec<String> = (0..N)
+        .map(|i| {
+            workspace(
+                &format!("w{i:03}"),
+                "  pipeline: {prepare: false, run: Running}\n",
+            )
+        })
+        .collect();
+    apply(ns, &manifests.join("---\n")).await;
+    support::wait_for("100 Workspaces Ready", Duration::from_secs(240), || async {
+        let out = support::cluster()
+            .await
+            .kubectl_ok(
+                &[
+                    "get",
+                    "-n",
+                    ns,
+                    "workspaces",
+                    "-o",
+                    "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+                None,
+            )
+            .await;
+        out.split_whitespace().filter(|s| *s == "True").count() == N
+    })
+    .await;
+    assert_eq!(
+        env.sim.workspaces().len(),
+        N,
+        "duplicates or leaks at the simulator"
+    );
+
+    // The operator polls every 5 s (flag); measure three poll intervals.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    env.sim.control().reset_stats();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let stats = env.sim.control().stats();
+    let per_poll = stats.requests_total as f64 / 3.0;
+    let naive = N as f64;
+    println!(
+        "steady state, {N} Codesphere workspaces: {per_poll:.1} calls per poll interval vs {naive:.0} for one GET per object ({:.1}x fewer); by route: {:?}",
+        naive / per_poll.max(0.1),
+        stats.requests_by_route
+    );
+    assert!(
+        per_poll * 10.0 <= naive,
+        "{per_poll} calls per poll is not 10x below {naive}"
+    );
+}

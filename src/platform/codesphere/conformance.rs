@@ -124,12 +124,57 @@ const OPERATIONS: &[&str] = &[
     "POST /workspaces/{workspaceId}/git/pull",
     "POST /workspaces/{workspaceId}/git/pull/{remote}/{branch}",
     "GET /workspaces/{workspaceId}/git/head",
+    "GET /domains/team/{teamId}",
     "GET /domains/team/{teamId}/domain/{domainName}",
     "POST /domains/team/{teamId}/domain/{domainName}",
     "DELETE /domains/team/{teamId}/domain/{domainName}",
     "POST /domains/team/{teamId}/domain/{domainName}/verify",
     "PUT /domains/team/{teamId}/domain/{domainName}/workspace-connections",
 ];
+
+/// The client's public async methods that `exercise` calls; `forget_list` sends nothing.
+const EXERCISED: &[&str] = &[
+    "workspaces_of",
+    "plans",
+    "list_teams",
+    "list_plans",
+    "list_workspaces",
+    "get_workspace",
+    "create_workspace",
+    "update_workspace",
+    "delete_workspace",
+    "is_running",
+    "list_env",
+    "set_env",
+    "delete_env",
+    "start_stage",
+    "stop_stage",
+    "stage_status",
+    "scale_landscape",
+    "git_pull",
+    "git_head",
+    "list_domains",
+    "get_domain",
+    "create_domain",
+    "delete_domain",
+    "verify_domain",
+    "set_connections",
+];
+const SEND_NOTHING: &[&str] = &["forget_list"];
+
+/// A method added to the client must be added to `exercise` (and `EXERCISED`), so this test
+/// keeps covering every request the client can send.
+#[test]
+fn every_client_method_is_exercised() {
+    let source = include_str!("client.rs");
+    let methods: BTreeSet<&str> = source
+        .split("pub async fn ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['(', '<']).next())
+        .collect();
+    let known: BTreeSet<&str> = EXERCISED.iter().chain(SEND_NOTHING).copied().collect();
+    assert_eq!(methods, known, "public async methods of Codesphere");
+}
 
 /// Polls `is_running` until the workspace reports running.
 async fn wait_running(cs: &Codesphere, id: i64) {
@@ -153,6 +198,7 @@ async fn exercise(cs: &Codesphere, sim: &CodesphereSim) {
     let micro = plans.iter().find(|p| p.id == 8).expect("plan 8");
     assert_eq!((micro.max_replicas, micro.deprecated), (3, false));
     assert!(plans.iter().any(|p| p.deprecated), "{plans:?}");
+    assert_eq!(*cs.plans().await.expect("plans"), plans);
 
     // Create with every optional field, pinned to a commit.
     let pinned = sim.push_commit(REPO, "main");
@@ -205,6 +251,7 @@ async fn exercise(cs: &Codesphere, sim: &CodesphereSim) {
         None
     );
     let listed = cs.list_workspaces(1).await.expect("list_workspaces");
+    assert_eq!(*cs.workspaces_of(1).await.expect("workspaces_of"), listed);
     assert_eq!(
         listed.iter().filter(|w| **w == created).count(),
         1,
@@ -313,6 +360,8 @@ async fn exercise(cs: &Codesphere, sim: &CodesphereSim) {
     let domain = cs.create_domain(1, DOMAIN).await.expect("create_domain");
     assert_eq!((domain.name.as_str(), domain.team_id), (DOMAIN, 1));
     assert!(!domain.domain_verification_status.verified);
+    let listed = cs.list_domains(1).await.expect("list_domains");
+    assert_eq!(listed, [domain.clone()]);
     assert_eq!(
         cs.get_domain(1, DOMAIN).await.expect("get_domain"),
         Some(domain)
@@ -331,6 +380,7 @@ async fn exercise(cs: &Codesphere, sim: &CodesphereSim) {
     assert!(connected.certificate_request_status.issued);
     cs.delete_domain(1, DOMAIN).await.expect("delete_domain");
     assert_eq!(cs.get_domain(1, DOMAIN).await.expect("get_domain"), None);
+    assert!(cs.list_domains(1).await.expect("list_domains").is_empty());
     cs.delete_domain(1, DOMAIN)
         .await
         .expect("deleting a deleted domain");
