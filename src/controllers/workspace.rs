@@ -122,10 +122,12 @@ impl CreateGuard for KubeCreateGuard<'_> {
         )
         .await
         .map_err(|e| ReconcileError::kube("mark create pending", e))?;
+        crate::core::failpoint::hit(crate::core::failpoint::AFTER_CREATE_PENDING);
         Ok(())
     }
 
     async fn created(&self, external_id: &str) -> Result<(), ReconcileError> {
+        crate::core::failpoint::hit(crate::core::failpoint::BEFORE_SAVE_ID);
         let api: Api<Workspace> = Api::namespaced(
             self.ctx.client.clone(),
             &self.obj.namespace().unwrap_or_default(),

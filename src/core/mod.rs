@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod failpoint;
 pub mod leader;
 pub mod metrics;
 pub mod reconciler;

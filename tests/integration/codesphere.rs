@@ -778,3 +778,44 @@ async fn steady_state_calls_per_poll_for_100_workspaces() {
         "{per_poll} calls per poll is not 10x below {naive}"
     );
 }
+
+/// The operator really dies (abort) right after writing the pending marker, and right after
+/// the create answered but before the id was saved; a restarted operator never creates twice.
+#[tokio::test]
+async fn a_crash_around_create_never_duplicates() {
+    let env = setup("cs-crash").await;
+    let ns = env.ns.as_str();
+    let cluster = support::cluster().await;
+    assert!(env.operator.terminate().await);
+    for (point, name) in [
+        ("after-create-pending", "early"),
+        ("before-save-id", "late"),
+    ] {
+        let mut crashing =
+            support::Operator::start_with_env(cluster, ns, &[], &[("BOSUN_FAILPOINTS", point)])
+                .await;
+        apply(ns, &workspace(name, "")).await;
+        assert!(
+            crashing.exited_within(TIMEOUT).await,
+            "failpoint {point} was never hit"
+        );
+        let obj = get_json(ns, &format!("workspace/{name}")).await;
+        assert!(
+            obj["metadata"]["annotations"]
+                .get("bosun.dev/create-pending")
+                .is_some(),
+            "{point}: no marker"
+        );
+        let restarted = support::Operator::start(cluster, ns, &[]).await;
+        let obj = wait_current(ns, &format!("workspace/{name}")).await;
+        assert_eq!(
+            env.sim.count_workspaces_named(&format!("{ns}-{name}")),
+            1,
+            "{point}: duplicate or missing workspace"
+        );
+        assert!(obj["metadata"]["annotations"]
+            .get("bosun.dev/create-pending")
+            .is_none());
+        assert!(restarted.terminate().await);
+    }
+}

@@ -23,6 +23,16 @@ pub fn free_port() -> u16 {
 impl Operator {
     /// Starts `bosun run` watching `namespace`, with extra flags.
     pub async fn start(cluster: &Cluster, namespace: &str, extra: &[&str]) -> Operator {
+        Self::start_with_env(cluster, namespace, extra, &[]).await
+    }
+
+    /// Like [`Operator::start`], with extra environment variables (e.g. `BOSUN_FAILPOINTS`).
+    pub async fn start_with_env(
+        cluster: &Cluster,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let port = free_port();
         let http = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("bosun-operator-{namespace}-{port}.log"));
@@ -42,6 +52,7 @@ impl Operator {
             .env("RUST_LOG", "info,bosun=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))
+            .envs(env.iter().copied())
             .kill_on_drop(true);
         let child = cmd.spawn().expect("spawn bosun run");
         let op = Operator { child, http, log };
@@ -85,6 +96,14 @@ impl Operator {
             Ok(Ok(status)) => status.success(),
             _ => false,
         }
+    }
+
+    /// Waits for the process to exit on its own (a failpoint aborted it); true if it did.
+    pub async fn exited_within(&mut self, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.child.wait()).await,
+            Ok(Ok(_))
+        )
     }
 
     pub async fn kill(mut self) {
