@@ -51,23 +51,7 @@ async fn apply(ns: &str, manifest: &str) {
         .await;
 }
 
-async fn get_json(ns: &str, what: &str) -> Value {
-    let out = support::cluster()
-        .await
-        .kubectl(&["get", "-n", ns, what, "-o", "json"], None)
-        .await;
-    if !out.status_success {
-        return Value::Null;
-    }
-    serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
+use super::{condition, get_json};
 
 async fn wait_until(ns: &str, what: &str, describe: &str, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + TIMEOUT;

@@ -28,23 +28,7 @@ fn secret(name: &str, token: &str) -> String {
     format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{token: {token}}}\n")
 }
 
-async fn get_json(ns: &str, what: &str) -> Value {
-    let cluster = support::cluster().await;
-    let out = cluster
-        .kubectl(&["get", "-n", ns, what, "-o", "json"], None)
-        .await;
-    if !out.status_success {
-        return Value::Null;
-    }
-    serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
+use super::{condition, get_json};
 
 /// Waits until condition `type_` has `status` and its reason (and message, if given) match.
 async fn wait_condition(

@@ -78,3 +78,23 @@ async fn control_plane_serves_namespaces() {
         other => panic!("an unbound ServiceAccount listed namespaces: {other:?}"),
     }
 }
+
+/// An object as JSON (`kubectl get -o json`), or null when it does not exist.
+pub async fn get_json(ns: &str, what: &str) -> serde_json::Value {
+    let out = support::cluster()
+        .await
+        .kubectl(&["get", "-n", ns, what, "-o", "json"], None)
+        .await;
+    if !out.status_success {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// A condition of an object's status by type.
+pub fn condition<'a>(obj: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}

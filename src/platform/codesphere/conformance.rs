@@ -361,7 +361,7 @@ async fn exercise(cs: &Codesphere, sim: &CodesphereSim) {
     assert_eq!((domain.name.as_str(), domain.team_id), (DOMAIN, 1));
     assert!(!domain.domain_verification_status.verified);
     let listed = cs.list_domains(1).await.expect("list_domains");
-    assert_eq!(listed, [domain.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&domain));
     assert_eq!(
         cs.get_domain(1, DOMAIN).await.expect("get_domain"),
         Some(domain)
