@@ -5,6 +5,7 @@
 //! platform lives in its own folder with its API client, simulator and mapping.
 
 pub mod budget;
+pub mod codemanager;
 pub mod codesphere;
 pub mod drivers;
 pub mod http;
@@ -230,6 +231,9 @@ pub fn default_requests_per_minute(platform: PlatformType) -> u32 {
 pub fn connect(connection: Connection) -> Result<Arc<dyn Platform>, PlatformError> {
     match connection.platform {
         PlatformType::Codesphere => Ok(Arc::new(codesphere::Codesphere::new(connection)?)),
+        PlatformType::PuppetCodeManager => {
+            Ok(Arc::new(codemanager::client::CodeManager::new(connection)?))
+        }
         other => Err(PlatformError::new(
             ErrorKind::Invalid,
             format!(

@@ -510,14 +510,16 @@ fn admin_error(message: &str) -> Response {
 /// A simulator serving on a socket. Stops when dropped or on [`SimServer::shutdown`].
 pub struct SimServer {
     pub local_addr: SocketAddr,
+    /// `"http"` from [`bind`], `"https"` from [`bind_tls`].
+    scheme: &'static str,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl SimServer {
-    /// `http://<local_addr>`, without a trailing slash.
+    /// `http://<local_addr>` (`https://` when served by [`bind_tls`]), without a trailing slash.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("{}://{}", self.scheme, self.local_addr)
     }
 
     /// Stops accepting connections and waits (at most a few seconds) for open ones to finish.
@@ -572,9 +574,118 @@ pub async fn bind(addr: SocketAddr, router: Router) -> std::io::Result<SimServer
     });
     Ok(SimServer {
         local_addr,
+        scheme: "http",
         shutdown: Some(tx),
         task: Some(task),
     })
+}
+
+/// How long a client may take to finish the TLS handshake before its connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Like [`bind`], but serves HTTPS (HTTP/1.1 over TLS) with `tls`; [`SimServer::base_url`]
+/// then says `https`. Shutdown works the same way: the listener closes at once, open
+/// connections finish their current request and close.
+///
+/// # Errors
+///
+/// When the address cannot be bound.
+pub async fn bind_tls(
+    addr: SocketAddr,
+    router: Router,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+) -> std::io::Result<SimServer> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let task = tokio::spawn(serve_tls(listener, acceptor, router, rx));
+    Ok(SimServer {
+        local_addr,
+        scheme: "https",
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// The accept loop of [`bind_tls`]: one task per connection, stopped gracefully on `stop`
+/// (an explicit signal or the sender being dropped).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    mut stop: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let tcp = match accepted {
+                    Ok((tcp, _peer)) => tcp,
+                    Err(err) => {
+                        // Usually a transient shortage (e.g. file descriptors); like
+                        // `axum::serve`, wait a moment instead of spinning.
+                        tracing::debug!(error = %err, "sim: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                connections.spawn(serve_tls_connection(
+                    tcp,
+                    acceptor.clone(),
+                    router.clone(),
+                    closing_rx.clone(),
+                ));
+            }
+        }
+    }
+    drop(listener);
+    // Receivers may all be gone already; then there is nobody left to tell.
+    let _ = closing_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Resolves once the server is closing (or gone).
+async fn until_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it at once.
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
+async fn serve_tls_connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "sim: TLS handshake failed");
+            return;
+        }
+        Err(_elapsed) => return,
+    };
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "sim: connection ended with an error");
+            }
+        }
+        () = until_closing(&mut closing) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -463,3 +463,51 @@ async fn leader_election_lets_one_replica_act() {
         .await;
     assert!(holder.is_empty(), "lease still held by {holder}");
 }
+
+#[tokio::test]
+async fn cluster_provider_reads_its_secret_from_the_named_namespace() {
+    let cluster = bosun_cluster().await;
+    let ns = cluster.test_namespace("cprov").await;
+    let ns = ns.name.as_str();
+    let (_sim, server) = codesphere_sim().await;
+    let operator = support::Operator::start(cluster, ns, &[]).await;
+    cluster
+        .kubectl_ok(
+            &["apply", "-n", ns, "-f", "-"],
+            Some(&secret("creds", "sim-token")),
+        )
+        .await;
+    let name = format!("cp-{ns}");
+    let manifest = format!(
+        "apiVersion: bosun.dev/v1alpha1\nkind: ClusterProvider\nmetadata: {{name: {name}}}\nspec:\n  type: codesphere\n  endpoint: {}/api\n  \
+         credentials: {{secretRef: {{name: creds, key: token, namespace: {ns}}}}}\n",
+        server.base_url()
+    );
+    cluster
+        .kubectl_ok(&["apply", "-f", "-"], Some(&manifest))
+        .await;
+    support::wait_for("ClusterProvider Ready", TIMEOUT, || async {
+        let out = cluster
+            .kubectl(&["get", "clusterprovider", &name, "-o", "json"], None)
+            .await;
+        let obj: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+        condition(&obj, "Ready")
+            .is_some_and(|c| c["status"] == "True" && c["reason"] == "CredentialsVerified")
+    })
+    .await;
+    // A Workspace in the namespace may use it by kind.
+    let ws = format!("apiVersion: bosun.dev/v1alpha1\nkind: Workspace\nmetadata: {{name: w}}\nspec: {{providerRef: {{kind: ClusterProvider, name: {name}}}, source: {{repository: r, branch: main}}, codesphere: {{teamId: 1}}}}");
+    cluster
+        .kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&ws))
+        .await;
+    support::wait_for(
+        "Workspace created through the ClusterProvider",
+        TIMEOUT,
+        || async { get_json(ns, "workspace/w").await["status"]["externalId"].is_string() },
+    )
+    .await;
+    cluster
+        .kubectl_ok(&["delete", "clusterprovider", &name], None)
+        .await;
+    drop(operator);
+}

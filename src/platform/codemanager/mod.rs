@@ -1,0 +1,5 @@
+//! Puppet Enterprise Code Manager: API client, simulator and mapping.
+
+pub mod client;
+pub mod mapping;
+pub mod sim;
