@@ -116,6 +116,11 @@ async fn environment_deployed_then_a_bad_branch_stalls() {
         Value::from(signature.clone())
     );
     assert_eq!(condition(&obj, "Reconciling").unwrap()["status"], "False");
+    let stages = obj["status"]["stages"].to_string();
+    assert!(
+        stages.contains("file-sync-storage") && stages.contains("deployed"),
+        "{stages}"
+    );
 
     // The deployed commit is checked against spec.source.commit when the environment is named.
     let pinned = workspace(

@@ -6,7 +6,7 @@
 use super::client::{
     environment_name, CmError, CodeManager, DeployRequest, DeployState, DeploysStatus,
 };
-use crate::api::{GitRef, ManagementPolicy, OperationStatus, WorkspaceStatus};
+use crate::api::{GitRef, ManagementPolicy, OperationStatus, StageStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Note, Report};
@@ -110,6 +110,38 @@ fn failure_message(env: &str, error: Option<&CmError>) -> String {
     }
 }
 
+/// File sync as status shows it: storage on the primary, then every compiler (pure).
+pub fn file_sync_stages(status: &DeploysStatus, env: &str) -> Vec<StageStatus> {
+    let storage = status.deployed(env).map(|d| d.deploy_signature.clone());
+    let mut stages = vec![StageStatus {
+        name: "file-sync-storage".into(),
+        state: if storage.is_some() {
+            "deployed".into()
+        } else {
+            "absent".into()
+        },
+        message: storage.clone(),
+    }];
+    for (server, client) in &status.clients {
+        let theirs = client
+            .deployed
+            .iter()
+            .find(|d| d.environment == env)
+            .map(|d| d.deploy_signature.clone());
+        let state = match (&storage, &theirs) {
+            (Some(a), Some(b)) if a == b => "synced",
+            (Some(_), _) => "syncing",
+            (None, _) => "absent",
+        };
+        stages.push(StageStatus {
+            name: format!("file-sync {server}"),
+            state: state.into(),
+            message: theirs,
+        });
+    }
+    stages
+}
+
 /// The error of a failed deploy: by id where the status still lists it, else the latest
 /// failure of the environment.
 fn failed_entry<'a>(status: &'a DeploysStatus, env: &str, id: Option<i64>) -> Option<&'a CmError> {
@@ -166,6 +198,7 @@ impl WorkspaceDriver for CodeManager {
 
         let observed = self.status().await?;
         let signature = observed.deployed(&env).map(|d| d.deploy_signature.clone());
+        status.stages = file_sync_stages(&observed, &env);
         let previous_op = status.operation.clone();
 
         // Follow a deploy in flight by its id.
@@ -466,6 +499,48 @@ mod tests {
             next_step(Some(&op("failed", 1)), 1, true, false),
             Next::Deploy
         );
+    }
+
+    #[test]
+    fn file_sync_shows_storage_and_each_compiler() {
+        use super::super::client::{Deployed, FileSyncClient};
+        let d = |sig: &str| Deployed {
+            environment: "production".into(),
+            date: "2026-01-01".into(),
+            deploy_signature: sig.into(),
+        };
+        let mut status = DeploysStatus {
+            deployed: vec![d("new")],
+            ..Default::default()
+        };
+        status.clients.insert(
+            "a.example".into(),
+            FileSyncClient {
+                deployed: vec![d("new")],
+                ..Default::default()
+            },
+        );
+        status.clients.insert(
+            "b.example".into(),
+            FileSyncClient {
+                deployed: vec![d("old")],
+                ..Default::default()
+            },
+        );
+        let stages = file_sync_stages(&status, "production");
+        let states: Vec<(&str, &str)> = stages
+            .iter()
+            .map(|s| (s.name.as_str(), s.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("file-sync-storage", "deployed"),
+                ("file-sync a.example", "synced"),
+                ("file-sync b.example", "syncing")
+            ]
+        );
+        assert_eq!(file_sync_stages(&status, "staging")[0].state, "absent");
     }
 
     #[test]
