@@ -1,36 +1,11 @@
 //! Puppet Enterprise Code Manager end to end: the real control plane, the real `bosun run`
 //! binary and the Code Manager simulator over HTTPS with its own CA.
 
-use super::{bosun_cluster, condition, get_json, support};
+use super::{apply, bosun_cluster, condition, get_json, support, wait_until};
 use bosun::platform::codemanager::sim::{serve, unrelated_ca_pem, CodeManagerSim};
 use bosun::sim::{SimConfig, SimServer};
 use serde_json::Value;
 use std::time::Duration;
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn apply(ns: &str, manifest: &str) {
-    support::cluster()
-        .await
-        .kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(manifest))
-        .await;
-}
-
-async fn wait_until(ns: &str, what: &str, describe: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let mut last = Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        last = get_json(ns, what).await;
-        if f(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!(
-        "{what}: never {describe}; last status:\n{:#}",
-        last["status"]
-    );
-}
 
 async fn wait_reason(ns: &str, what: &str, type_: &str, status: &str, reason: &str) -> Value {
     wait_until(ns, what, &format!("{type_}={status}/{reason}"), |o| {

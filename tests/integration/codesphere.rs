@@ -1,7 +1,7 @@
 //! Codesphere end to end: the real control plane, the real `bosun run` binary and the
 //! Codesphere simulator, with kstatus rules checked after each step.
 
-use super::{bosun_cluster, support};
+use super::{apply, bosun_cluster, condition, get_json, support, wait_until};
 use bosun::platform::codesphere::sim::{router, CodesphereSim, Stage};
 use bosun::sim::{bind, SimConfig, SimServer};
 use serde_json::Value;
@@ -42,31 +42,6 @@ async fn setup(prefix: &str) -> Env {
         _server: server,
         operator,
     }
-}
-
-async fn apply(ns: &str, manifest: &str) {
-    support::cluster()
-        .await
-        .kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(manifest))
-        .await;
-}
-
-use super::{condition, get_json};
-
-async fn wait_until(ns: &str, what: &str, describe: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let mut last = Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        last = get_json(ns, what).await;
-        if f(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!(
-        "{what}: never {describe}; last status:\n{:#}",
-        last["status"]
-    );
 }
 
 async fn wait_condition(ns: &str, what: &str, type_: &str, status: &str) -> Value {

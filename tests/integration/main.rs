@@ -99,3 +99,33 @@ pub fn condition<'a>(obj: &'a serde_json::Value, type_: &str) -> Option<&'a serd
         .iter()
         .find(|c| c["type"] == type_)
 }
+
+/// `kubectl apply` of a manifest into a namespace; panics with kubectl's message on failure.
+pub async fn apply(ns: &str, manifest: &str) {
+    support::cluster()
+        .await
+        .kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(manifest))
+        .await;
+}
+
+/// Polls an object until `f` holds, for up to 90 s; panics with its last status otherwise.
+pub async fn wait_until(
+    ns: &str,
+    what: &str,
+    describe: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut last = serde_json::Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        last = get_json(ns, what).await;
+        if f(&last) {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    panic!(
+        "{what}: never {describe}; last status:\n{:#}",
+        last["status"]
+    );
+}
