@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod codemanager;
 pub mod codesphere;
+pub mod devopness;
 pub mod drivers;
 pub mod http;
 

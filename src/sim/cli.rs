@@ -2,6 +2,7 @@
 
 use crate::platform::codemanager::sim as codemanager;
 use crate::platform::codesphere::sim as codesphere;
+use crate::platform::devopness::sim as devopness;
 use crate::sim::{bind, SimConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ pub struct SimArgs {
     /// Codesphere listen address (the API is served under `/api`).
     #[arg(long, default_value = "127.0.0.1:18081")]
     pub codesphere_addr: SocketAddr,
+    /// Devopness listen address (the API is served at the root).
+    #[arg(long, default_value = devopness::DEFAULT_ADDR)]
+    pub devopness_addr: SocketAddr,
     /// Puppet Enterprise Code Manager listen address (HTTPS; the API is served under
     /// `/code-manager`, RBAC token minting under `/rbac-api`).
     #[arg(long, default_value = codemanager::DEFAULT_ADDR)]
@@ -39,6 +43,14 @@ pub async fn run(args: SimArgs) -> Result<(), Box<dyn std::error::Error + Send +
     println!(
         "codesphere simulator: http://{}/api (token from --token)",
         server.local_addr
+    );
+    let dv = devopness::DevopnessSim::new(&config);
+    let dv_server = bind(args.devopness_addr, devopness::router(dv)).await?;
+    println!(
+        "devopness simulator: http://{} (token from --token; project {}, environment {})",
+        dv_server.local_addr,
+        devopness::DEFAULT_PROJECT_ID,
+        devopness::DEFAULT_ENVIRONMENT_ID
     );
     let cm = codemanager::CodeManagerSim::new(&config)?;
     let ca_file = args
@@ -95,6 +107,7 @@ mod codemanager_cli_tests {
     fn codemanager_flags_default_to_the_design() {
         let cli = Cli::try_parse_from(["bosun"]).expect("parse");
         assert_eq!(cli.sim.codemanager_addr.to_string(), "127.0.0.1:18170");
+        assert_eq!(cli.sim.devopness_addr.to_string(), "127.0.0.1:18082");
         assert_eq!(cli.sim.codemanager_ca_file, None);
         assert!(default_codemanager_ca_file().ends_with("bosun-sim/codemanager-ca.pem"));
         let cli = Cli::try_parse_from([

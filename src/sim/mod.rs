@@ -15,6 +15,8 @@
 //! and read counters without going over HTTP.
 
 pub mod cli;
+#[cfg(test)]
+pub(crate) mod spec_check;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;

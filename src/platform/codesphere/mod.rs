@@ -6,7 +6,5 @@ mod conformance;
 pub mod domains;
 pub mod mapping;
 pub mod sim;
-#[cfg(test)]
-mod spec_check;
 
 pub use client::Codesphere;

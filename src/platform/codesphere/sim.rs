@@ -2124,7 +2124,7 @@ async fn set_workspace_connections(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::codesphere::spec_check::{
+    use crate::sim::spec_check::{
         load_spec, operation, param_errors, problem_schema, response_schema, Checker,
     };
     use crate::sim::{bind, SimServer, SimStats};

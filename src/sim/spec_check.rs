@@ -1,17 +1,30 @@
-//! The published Codesphere OpenAPI document as a test oracle: a small JSON Schema checker and
-//! helpers to match requests and responses against the spec's operations. Shared by the
-//! simulator's fidelity test (`sim.rs`) and the client's conformance test (`conformance.rs`).
+//! Published OpenAPI documents (`shared/specs/`) as test oracles: a small JSON Schema checker and
+//! helpers to match requests and responses against a spec's operations. Shared by the
+//! simulators' fidelity tests and the clients' conformance tests (Codesphere, Devopness).
 
 use reqwest::Method;
 use serde_json::Value;
 
+/// The Codesphere spec.
 pub(crate) fn load_spec() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/specs/codesphere-openapi.json"
-    );
-    let text = std::fs::read_to_string(path).expect("read the Codesphere spec");
+    load_named_spec("codesphere-openapi.json")
+}
+
+/// A spec of `shared/specs/` by file name, e.g. `devopness-openapi.json`.
+pub(crate) fn load_named_spec(file: &str) -> Value {
+    let path = format!("{}/../shared/specs/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_json::from_str(&text).expect("spec is JSON")
+}
+
+/// A parameter object, following a `$ref` to `#/components/parameters`.
+fn resolve_param<'a>(spec: &'a Value, param: &'a Value) -> &'a Value {
+    param
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/components/parameters/"))
+        .and_then(|name| spec.pointer("/components/parameters")?.get(name))
+        .unwrap_or(param)
 }
 
 /// A small JSON Schema checker (the `OpenAPI` 3.0 dialect): type, properties, required, items,
@@ -27,6 +40,14 @@ impl Checker<'_> {
     pub(crate) fn errors(&self, schema: &Value, value: &Value) -> Vec<String> {
         let mut errors = Vec::new();
         self.check(schema, value, "$", true, &mut errors);
+        errors
+    }
+
+    /// Like [`Checker::errors`], but undeclared fields are allowed (plain JSON Schema), for
+    /// schemas whose declared properties are placeholders (e.g. Devopness' `ApiError.errors`).
+    pub(crate) fn lenient_errors(&self, schema: &Value, value: &Value) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.check(schema, value, "$", false, &mut errors);
         errors
     }
 
@@ -263,6 +284,7 @@ pub(crate) fn param_errors(
         let schema = declared
             .into_iter()
             .flatten()
+            .map(|q| resolve_param(checker.spec, q))
             .find(|q| q["name"] == name && q["in"] == "path")
             .and_then(|q| q.get("schema"));
         let Some(schema) = schema else {
@@ -394,6 +416,7 @@ pub(crate) fn query_errors(checker: &Checker, op: &Value, query: &str) -> Vec<St
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .map(|q| resolve_param(checker.spec, q))
         .filter(|q| q["in"] == "query")
         .collect();
     let mut errs = Vec::new();

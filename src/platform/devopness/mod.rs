@@ -1,0 +1,4 @@
+//! Devopness: API client, simulator and mapping.
+
+pub mod client;
+pub mod sim;
