@@ -152,6 +152,24 @@ fn transport_error(platform: &str, e: &reqwest::Error) -> PlatformError {
     PlatformError::new(kind, format!("{platform}: {what}{chain}"))
 }
 
+/// Encodes a request body.
+pub fn to_value<T: serde::Serialize + ?Sized>(
+    body: &T,
+) -> Result<serde_json::Value, PlatformError> {
+    serde_json::to_value(body).map_err(|e| {
+        PlatformError::new(ErrorKind::Protocol, format!("cannot encode a request: {e}"))
+    })
+}
+
+/// A read whose "not found" means "absent", not an error.
+pub fn not_found_is_none<T>(result: Result<T, PlatformError>) -> Result<Option<T>, PlatformError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The status-code classes every platform shares; platform clients refine the message.
 pub fn kind_for_status(status: StatusCode) -> ErrorKind {
     match status.as_u16() {

@@ -2,7 +2,7 @@
 //! mapping needs, typed, with errors carrying the platform's `{status, title, detail, traceId}`.
 
 use crate::api::PlatformType;
-use crate::platform::http::{kind_for_status, ApiClient};
+use crate::platform::http::{kind_for_status, not_found_is_none, to_value, ApiClient};
 use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::{Method, Response, StatusCode};
@@ -670,20 +670,6 @@ fn segment(raw: &str) -> String {
         }
     }
     out
-}
-
-fn to_value<T: Serialize + ?Sized>(body: &T) -> Result<Value, PlatformError> {
-    serde_json::to_value(body).map_err(|e| {
-        PlatformError::new(ErrorKind::Protocol, format!("cannot encode a request: {e}"))
-    })
-}
-
-fn not_found_is_none<T>(result: Result<T, PlatformError>) -> Result<Option<T>, PlatformError> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// Turns a non-2xx answer into a typed error carrying the platform's `title` and `detail`

@@ -7,7 +7,7 @@
 //! `X-Devopness-Action-Id` header of that 204.
 
 use crate::api::PlatformType;
-use crate::platform::http::{kind_for_status, ApiClient};
+use crate::platform::http::{kind_for_status, not_found_is_none, to_value, ApiClient};
 use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LINK};
@@ -610,20 +610,6 @@ pub fn error_from(status: StatusCode, body: &str) -> PlatformError {
     err.status = Some(code);
     err.field = field;
     err
-}
-
-fn to_value<T: Serialize + ?Sized>(body: &T) -> Result<Value, PlatformError> {
-    serde_json::to_value(body).map_err(|e| {
-        PlatformError::new(ErrorKind::Protocol, format!("cannot encode a request: {e}"))
-    })
-}
-
-fn not_found_is_none<T>(result: Result<T, PlatformError>) -> Result<Option<T>, PlatformError> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// Reads `X-Devopness-Action-Id`, if present.
