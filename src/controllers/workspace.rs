@@ -2,8 +2,8 @@
 //! platform's mapping does the rest.
 
 use crate::api::{
-    DeletionPolicy, ManagementPolicy, PlatformType, RolloutStrategy, Workspace, WorkspaceSpec,
-    WorkspaceStatus,
+    DeletionPolicy, ManagementPolicy, OperationStatus, PlatformType, RolloutStrategy, Workspace,
+    WorkspaceSpec, WorkspaceStatus,
 };
 use crate::core::annotations;
 use crate::core::context::Context;
@@ -152,6 +152,26 @@ impl CreateGuard for KubeCreateGuard<'_> {
         )
         .await
         .map_err(|e| ReconcileError::kube("clear the create-pending marker", e))?;
+        Ok(())
+    }
+
+    async fn save_operation(&self, operation: &OperationStatus) -> Result<(), ReconcileError> {
+        let api: Api<Workspace> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.obj.namespace().unwrap_or_default(),
+        );
+        // The whole status, under the loop's own field manager, so that the end of the
+        // reconcile (which applies the whole status again) owns and can clear every field.
+        let mut status = self.obj.status.clone().unwrap_or_default();
+        status.operation = Some(operation.clone());
+        let body = serde_json::json!({ "apiVersion": "bosun.dev/v1alpha1", "kind": "Workspace", "status": status });
+        api.patch_status(
+            &self.obj.name_any(),
+            &PatchParams::apply(crate::core::reconciler::FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| ReconcileError::kube("save the operation before calling the platform", e))?;
         Ok(())
     }
 }

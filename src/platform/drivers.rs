@@ -42,6 +42,12 @@ pub trait CreateGuard: Send + Sync {
     async fn before_create(&self) -> Result<(), ReconcileError>;
     /// Saves the new platform id in status and clears the marker.
     async fn created(&self, external_id: &str) -> Result<(), ReconcileError>;
+    /// Saves `status.operation` before a non-idempotent call (a deploy), so that a restart
+    /// between the call and the end of the reconcile knows the call may have been made.
+    async fn save_operation(
+        &self,
+        operation: &crate::api::OperationStatus,
+    ) -> Result<(), ReconcileError>;
 }
 
 /// Workspaces on a platform.

@@ -235,6 +235,7 @@ pub fn connect(connection: Connection) -> Result<Arc<dyn Platform>, PlatformErro
         PlatformType::PuppetCodeManager => {
             Ok(Arc::new(codemanager::client::CodeManager::new(connection)?))
         }
+        PlatformType::Devopness => Ok(Arc::new(devopness::client::Devopness::new(connection)?)),
         other => Err(PlatformError::new(
             ErrorKind::Invalid,
             format!(

@@ -9,6 +9,7 @@ mod codemanager;
 mod codesphere;
 mod core;
 mod crds;
+mod devopness;
 
 /// The test control plane with bosun's CRDs installed (once per test binary).
 pub async fn bosun_cluster() -> &'static support::Cluster {

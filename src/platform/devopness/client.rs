@@ -1046,6 +1046,10 @@ async fn read_json<T: DeserializeOwned>(
 
 #[async_trait]
 impl Platform for Devopness {
+    fn workspaces(&self) -> Option<&dyn crate::platform::drivers::WorkspaceDriver> {
+        Some(self)
+    }
+
     fn platform_type(&self) -> PlatformType {
         PlatformType::Devopness
     }

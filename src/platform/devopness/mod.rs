@@ -1,4 +1,5 @@
 //! Devopness: API client, simulator and mapping.
 
 pub mod client;
+pub mod mapping;
 pub mod sim;
