@@ -162,16 +162,6 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// Condition reasons are CamelCase identifiers; the apiserver rejects anything else.
-pub fn is_valid_reason(reason: &str) -> bool {
-    let mut chars = reason.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
-        && reason.len() <= 1024
-        && reason
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ',' || c == ':')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,12 +313,5 @@ mod tests {
             t(0),
         );
         assert!(get(&c, READY).message.len() <= 1024 + '…'.len_utf8());
-    }
-
-    #[test]
-    fn reasons_are_validated() {
-        assert!(is_valid_reason("UnsupportedByProvider"));
-        assert!(!is_valid_reason("bad reason"));
-        assert!(!is_valid_reason(""));
     }
 }

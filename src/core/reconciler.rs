@@ -3,7 +3,7 @@
 //!
 //! A kind supplies only its own observe → plan → act through [`Reconciler`].
 
-use super::annotations::{self, Steering};
+use super::annotations;
 use super::conditions::{self, Readiness, SyncState};
 use super::context::Context;
 use super::error::ReconcileError;
@@ -157,7 +157,6 @@ where
     let span = tracing::info_span!("reconcile", kind = %kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     async move {
         let started = Instant::now();
-        let key = obj.uid().unwrap_or_else(|| obj.name_any());
         let api = K::api(ctx.client.clone(), &obj);
         let result = if K::FINALIZES {
             finalizer(&api, FINALIZER, obj.clone(), |event| async {
@@ -175,12 +174,8 @@ where
             Ok(_) => "success",
             Err(_) => "error",
         };
+        // Failures here (finalizer patches, cleanup) are counted for backoff in `error_policy`.
         ctx.metrics.reconciled(&kind, outcome, started.elapsed());
-        if result.is_ok() {
-            // Backoff is reset by the Ready path inside `apply`; errors here are finalizer patches.
-        } else {
-            ctx.backoffs.fail(&key, None);
-        }
         result
     }
     .instrument(span)
@@ -499,9 +494,4 @@ async fn publish<K: Managed>(obj: &K, ctx: &Context, note: &Note) {
 fn jittered(d: Duration) -> Duration {
     let factor = 0.9 + 0.2 * rand::rng().random::<f64>();
     Duration::from_secs_f64(d.as_secs_f64() * factor)
-}
-
-/// The steering annotations, for kinds that need them in their own logic.
-pub fn steering_of<K: Resource>(obj: &K) -> Steering {
-    annotations::steering(obj.annotations())
 }
