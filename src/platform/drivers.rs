@@ -114,3 +114,48 @@ pub trait DomainDriver: Send + Sync {
     /// Removes what the binding owns (its paths, and the domain when nothing else uses it).
     async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError>;
 }
+
+/// A platform object that bosun finds by id or by name.
+pub trait Identified {
+    fn platform_id(&self) -> i64;
+    fn platform_name(&self) -> &str;
+}
+
+/// Where the platform object stands relative to what bosun knows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Located<'a, T> {
+    /// Found by id, or by name where taking it over is right.
+    Found(&'a T),
+    /// bosun knew an id but the platform no longer has it.
+    Gone(i64),
+    /// Nothing to find: create it.
+    Absent,
+    /// An object of that name exists that bosun did not create.
+    NameTaken(&'a T),
+    /// Several objects carry the name after an interrupted create.
+    Ambiguous(usize),
+}
+
+/// Finds the object in a listing (pure): by the id bosun knows, else by name, taking a named
+/// one over only after an interrupted create of bosun's own or when the user asked to adopt.
+pub fn locate<'a, T: Identified>(
+    list: &'a [T],
+    known_id: Option<i64>,
+    name: &str,
+    create_pending: bool,
+    adopt_by_name: bool,
+) -> Located<'a, T> {
+    if let Some(id) = known_id {
+        return match list.iter().find(|o| o.platform_id() == id) {
+            Some(o) => Located::Found(o),
+            None => Located::Gone(id),
+        };
+    }
+    let named: Vec<&T> = list.iter().filter(|o| o.platform_name() == name).collect();
+    match named.as_slice() {
+        [] => Located::Absent,
+        [one] if create_pending || adopt_by_name => Located::Found(one),
+        [one] => Located::NameTaken(one),
+        many => Located::Ambiguous(many.len()),
+    }
+}

@@ -53,6 +53,15 @@ pub struct Workspace {
     pub restricted: bool,
 }
 
+impl crate::platform::drivers::Identified for Workspace {
+    fn platform_id(&self) -> i64 {
+        self.id
+    }
+    fn platform_name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// `POST /workspaces` body.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -16,7 +16,8 @@ use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{
-    CreateGuard, ScaleRequest, ServiceScaleDriver, WorkspaceDriver, WorkspaceRequest,
+    locate, CreateGuard, Located, ScaleRequest, ServiceScaleDriver, WorkspaceDriver,
+    WorkspaceRequest,
 };
 use crate::platform::{ErrorKind, PlatformError};
 use async_trait::async_trait;
@@ -85,45 +86,6 @@ pub fn resolve_plan<'a>(
         ));
     }
     Ok(plan)
-}
-
-/// Where the platform object stands relative to what bosun knows.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Located<'a> {
-    /// Found by id, or by name where taking it over is right.
-    Found(&'a Workspace),
-    /// bosun knew an id but the platform no longer has it.
-    Gone(i64),
-    /// Nothing to find: create it.
-    Absent,
-    /// A workspace of that name exists that bosun did not create.
-    NameTaken(&'a Workspace),
-    /// Several workspaces carry the name after an interrupted create.
-    Ambiguous(usize),
-}
-
-/// Finds the workspace in the team's list (pure).
-pub fn locate<'a>(
-    list: &'a [Workspace],
-    known_id: Option<i64>,
-    name: &str,
-    create_pending: bool,
-    adopt_by_name: bool,
-) -> Located<'a> {
-    if let Some(id) = known_id {
-        return match list.iter().find(|w| w.id == id) {
-            Some(w) => Located::Found(w),
-            None => Located::Gone(id),
-        };
-    }
-    let named: Vec<&Workspace> = list.iter().filter(|w| w.name == name).collect();
-    match named.as_slice() {
-        [] => Located::Absent,
-        // An interrupted create of ours, or one the user asked to adopt.
-        [one] if create_pending || adopt_by_name => Located::Found(one),
-        [one] => Located::NameTaken(one),
-        many => Located::Ambiguous(many.len()),
-    }
 }
 
 /// The PATCH that brings the workspace to the spec, with a drift Event per field when the

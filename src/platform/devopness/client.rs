@@ -80,6 +80,15 @@ pub struct LastDeployments {
     pub live: Option<ActionRef>,
 }
 
+impl crate::platform::drivers::Identified for Application {
+    fn platform_id(&self) -> i64 {
+        self.id
+    }
+    fn platform_name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// An application (`Application` or, in lists, `ApplicationRelation`).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Application {

@@ -14,7 +14,7 @@ use crate::api::{GitRef, ManagementPolicy, OperationStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Note, Report};
-use crate::platform::drivers::{CreateGuard, WorkspaceDriver, WorkspaceRequest};
+use crate::platform::drivers::{locate, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -277,27 +277,35 @@ impl WorkspaceDriver for Devopness {
             })?),
         };
         let apps = self.list_applications(env_id).await?;
-        let found = match known {
-            Some(id) => apps.iter().find(|a| a.id == id),
-            None => apps.iter().find(|a| a.name == request.external_name),
-        };
-        let app = match (found, known) {
-            (Some(app), None)
-                if !(request.create_pending || request.spec.adopt_by_name || observe_only) =>
-            {
+        let adopt = request.spec.adopt_by_name || observe_only;
+        let app = match locate(
+            &apps,
+            known,
+            &request.external_name,
+            request.create_pending,
+            adopt,
+        ) {
+            Located::NameTaken(app) => {
                 return Err(ReconcileError::user(
                     "NameTaken",
                     format!("environment {env_id} already has an application named {:?} (id {}): set spec.adoptByName: true or spec.externalId to manage it", app.name, app.id),
                 ));
             }
-            (Some(app), _) => app.clone(),
-            (None, Some(id)) if request.spec.external_id.is_some() || !act => {
+            // Devopness keeps names unique in an environment; several means someone else's doing.
+            Located::Ambiguous(n) => {
+                return Err(ReconcileError::user(
+                    "CreateOutcomeUnknown",
+                    format!("environment {env_id} has {n} applications named {:?}: set spec.externalId to the one to manage", request.external_name),
+                ));
+            }
+            Located::Found(app) => app.clone(),
+            Located::Gone(id) if request.spec.external_id.is_some() || !act => {
                 return Err(ReconcileError::user(
                     "ExternalObjectNotFound",
                     format!("environment {env_id} has no application {id}"),
                 ));
             }
-            (None, _) if !act => {
+            Located::Absent | Located::Gone(_) if !act => {
                 return Err(ReconcileError::user(
                     "ExternalObjectNotFound",
                     format!(
@@ -306,7 +314,7 @@ impl WorkspaceDriver for Devopness {
                     ),
                 ));
             }
-            (None, _) => {
+            Located::Absent | Located::Gone(_) => {
                 let body = self.create_body(request)?;
                 guard.before_create().await?;
                 let app = self.create_application(env_id, &body).await?;
