@@ -1,58 +1,69 @@
 //! One request budget per platform credential, shared by every object that uses it.
 //!
-//! A token bucket refilled at the sustained rate; a 429 from the platform pauses the whole
-//! bucket for its `Retry-After`, because every caller with that credential would get the same
-//! answer.
+//! Platforms state their limits as requests per minute and count them in (sliding or fixed)
+//! minutes. The budget schedules every request so that no 60-second window holds more than
+//! the limit, and no 1-second window more than the burst: the whole minute's allowance is
+//! usable (a token bucket would hold part of it back), yet requests are spread rather than
+//! fired all at once. A 429 from the platform pauses the whole budget for its `Retry-After`,
+//! because every caller with that credential would get the same answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Token-bucket arithmetic, kept free of clocks and locks so it can be tested exactly.
+const MINUTE: Duration = Duration::from_secs(60);
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Send-time arithmetic, kept free of clocks and locks so it can be tested exactly.
 #[derive(Clone, Debug)]
-pub struct Bucket {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
+pub struct Schedule {
+    per_minute: usize,
+    per_second: usize,
+    /// Send times already handed out, oldest first; only the last `per_minute` matter.
+    sends: VecDeque<Instant>,
     paused_until: Option<Instant>,
 }
 
-impl Bucket {
-    /// Platforms count requests in sliding minutes, and a bucket can send its whole burst on
-    /// top of a minute's refill. So the burst is capped at half the limit and the refill is
-    /// `(limit - burst) / minute`: no 60-second window ever holds more than `limit` requests.
-    pub fn new(requests_per_minute: u32, burst: u32, now: Instant) -> Self {
-        let limit = f64::from(requests_per_minute.max(2));
-        let burst = f64::from(burst.max(1)).min((limit / 2.0).floor());
-        Bucket {
-            per_second: (limit - burst) / 60.0,
-            burst,
-            tokens: burst,
-            last: now,
+impl Schedule {
+    /// At most `requests_per_minute - 1` in any minute (the one request of headroom absorbs
+    /// network jitter, which can move two requests sent 60 s apart into one minute at the
+    /// platform) and at most `burst` in any second.
+    pub fn new(requests_per_minute: u32, burst: u32) -> Self {
+        let limit = requests_per_minute.max(1) as usize;
+        let per_minute = if limit >= 10 { limit - 1 } else { limit };
+        Schedule {
+            per_minute,
+            per_second: (burst.max(1) as usize).min(per_minute),
+            sends: VecDeque::new(),
             paused_until: None,
         }
     }
 
-    /// Takes one token; returns how long the caller must wait before sending (zero = now).
-    /// A waiting caller's token is already taken, so callers queue fairly.
+    /// Books the earliest send time at or after `now` that keeps both windows within their
+    /// limits; returns how long the caller must wait for it (zero = now). Callers are served
+    /// in the order they ask.
     pub fn reserve(&mut self, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        self.last = now;
-        self.tokens -= 1.0;
-        let refill_wait = if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.per_second)
-        };
-        let pause_wait = self
-            .paused_until
-            .map(|until| until.saturating_duration_since(now))
-            .unwrap_or_default();
-        refill_wait.max(pause_wait)
+        let mut at = now;
+        if let Some(until) = self.paused_until {
+            at = at.max(until);
+        }
+        if let Some(last) = self.sends.back() {
+            at = at.max(*last);
+        }
+        let n = self.sends.len();
+        if n >= self.per_minute {
+            at = at.max(self.sends[n - self.per_minute] + MINUTE);
+        }
+        if n >= self.per_second {
+            at = at.max(self.sends[n - self.per_second] + SECOND);
+        }
+        self.sends.push_back(at);
+        while self.sends.len() > self.per_minute.max(self.per_second) {
+            self.sends.pop_front();
+        }
+        at.saturating_duration_since(now)
     }
 
     /// Stops all sending until `now + after` (the platform said 429 with `Retry-After`).
@@ -61,22 +72,20 @@ impl Bucket {
         if self.paused_until.is_none_or(|p| p < until) {
             self.paused_until = Some(until);
         }
-        // Nothing accumulated while paused: the platform's window restarts too.
-        self.tokens = self.tokens.min(0.0);
     }
 }
 
 /// A shared, async budget.
 #[derive(Debug)]
 pub struct RateBudget {
-    bucket: Mutex<Bucket>,
+    schedule: Mutex<Schedule>,
     requests_per_minute: u32,
 }
 
 impl RateBudget {
     pub fn new(requests_per_minute: u32, burst: u32) -> Self {
         RateBudget {
-            bucket: Mutex::new(Bucket::new(requests_per_minute, burst, Instant::now())),
+            schedule: Mutex::new(Schedule::new(requests_per_minute, burst)),
             requests_per_minute,
         }
     }
@@ -84,7 +93,7 @@ impl RateBudget {
     /// Waits until a request may be sent. Never holds a lock while waiting.
     pub async fn acquire(&self) -> Duration {
         let wait = self
-            .bucket
+            .schedule
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .reserve(Instant::now());
@@ -95,7 +104,7 @@ impl RateBudget {
     }
 
     pub fn pause(&self, after: Duration) {
-        self.bucket
+        self.schedule
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pause(Instant::now(), after);
@@ -141,65 +150,73 @@ impl Budgets {
 mod tests {
     use super::*;
 
-    #[test]
-    fn burst_then_sustained_rate() {
-        let t0 = Instant::now();
-        // 63 a minute with a burst of 3: 60 a minute refill, one a second.
-        let mut b = Bucket::new(63, 3, t0);
-        assert_eq!(b.reserve(t0), Duration::ZERO);
-        assert_eq!(b.reserve(t0), Duration::ZERO);
-        assert_eq!(b.reserve(t0), Duration::ZERO);
-        // The fourth waits one token at 1/s; the fifth two.
-        assert_eq!(b.reserve(t0), Duration::from_secs(1));
-        assert_eq!(b.reserve(t0), Duration::from_secs(2));
+    fn offsets(waits: &[Duration]) -> Vec<f64> {
+        waits.iter().map(|w| w.as_secs_f64()).collect()
+    }
+
+    fn most_in_any_window(sends: &[f64], span: f64) -> usize {
+        sends
+            .iter()
+            .map(|start| {
+                sends
+                    .iter()
+                    .filter(|s| **s >= *start && **s < *start + span)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     #[test]
-    fn refills_over_time_up_to_burst() {
+    fn the_whole_minute_is_usable_spread_by_the_burst() {
+        // 31 a minute (30 after headroom), at most 3 a second.
         let t0 = Instant::now();
-        let mut b = Bucket::new(62, 2, t0);
-        b.reserve(t0);
-        b.reserve(t0);
-        let later = t0 + Duration::from_secs(100);
-        assert_eq!(b.reserve(later), Duration::ZERO);
-        assert_eq!(b.reserve(later), Duration::ZERO);
-        assert_eq!(b.reserve(later), Duration::from_secs(1));
+        let mut s = Schedule::new(31, 3);
+        let waits: Vec<Duration> = (0..90).map(|_| s.reserve(t0)).collect();
+        assert_eq!(&waits[..3], &[Duration::ZERO; 3]);
+        assert_eq!(waits[3], SECOND, "the fourth waits for the next second");
+        assert_eq!(waits[29], Duration::from_secs(9), "30 sent within 10 s");
+        assert_eq!(
+            waits[30], MINUTE,
+            "the 31st waits for the first to leave the minute"
+        );
+        assert_eq!(waits[89], Duration::from_secs(129));
+        let sends = offsets(&waits);
+        assert_eq!(most_in_any_window(&sends, 60.0), 30);
+        assert_eq!(most_in_any_window(&sends, 1.0), 3);
     }
 
     #[test]
-    fn never_exceeds_the_limit_in_any_minute() {
-        // 120 requests at once against 30/min with burst 6: refill 24/min, one per 2.5 s.
+    fn a_quiet_period_restores_the_allowance() {
         let t0 = Instant::now();
-        let mut b = Bucket::new(30, 6, t0);
-        let waits: Vec<Duration> = (0..120).map(|_| b.reserve(t0)).collect();
-        assert_eq!(waits[5], Duration::ZERO);
-        assert_eq!(waits[6], Duration::from_millis(2500));
-        let sends: Vec<f64> = waits.iter().map(|w| w.as_secs_f64()).collect();
-        for start in &sends {
-            let in_window = sends
-                .iter()
-                .filter(|s| **s >= *start && **s < *start + 60.0)
-                .count();
-            assert!(in_window <= 30, "{in_window} sends in one minute");
+        let mut s = Schedule::new(20, 20);
+        for _ in 0..19 {
+            assert_eq!(s.reserve(t0), Duration::ZERO);
         }
+        assert_eq!(s.reserve(t0), MINUTE);
+        let later = t0 + Duration::from_secs(200);
+        assert_eq!(s.reserve(later), Duration::ZERO);
     }
 
     #[test]
-    fn burst_is_capped_at_half_the_limit() {
+    fn small_limits_have_no_headroom() {
         let t0 = Instant::now();
-        let mut b = Bucket::new(10, 100, t0);
-        let free = (0..100).take_while(|_| b.reserve(t0).is_zero()).count();
-        assert_eq!(free, 5);
+        let mut s = Schedule::new(2, 5);
+        assert_eq!(s.reserve(t0), Duration::ZERO);
+        assert_eq!(s.reserve(t0), Duration::ZERO);
+        assert_eq!(s.reserve(t0), MINUTE);
     }
 
     #[test]
     fn a_429_pauses_everyone() {
         let t0 = Instant::now();
-        let mut b = Bucket::new(610, 10, t0);
-        b.pause(t0, Duration::from_secs(7));
-        assert_eq!(b.reserve(t0), Duration::from_secs(7));
-        // Nothing accumulated beyond what refilled: 10 a second after the pause.
-        assert!(b.reserve(t0 + Duration::from_secs(7)) <= Duration::from_millis(100));
+        let mut s = Schedule::new(600, 10);
+        s.pause(t0, Duration::from_secs(7));
+        assert_eq!(s.reserve(t0), Duration::from_secs(7));
+        assert_eq!(s.reserve(t0 + Duration::from_secs(7)), Duration::ZERO);
+        // A shorter pause does not shorten a longer one.
+        s.pause(t0, Duration::from_secs(2));
+        assert_eq!(s.reserve(t0), Duration::from_secs(7));
     }
 
     #[test]

@@ -2675,8 +2675,8 @@ mod tests {
             CodeManagerSettings::default(),
             SimConfig {
                 token: TOKEN.to_owned(),
-                // One request per second per credential.
-                rate_limit_per_minute: Some(60),
+                // One request per minute per credential.
+                rate_limit_per_minute: Some(1),
                 ..SimConfig::default()
             },
         )
