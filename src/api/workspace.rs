@@ -428,6 +428,11 @@ pub struct WorkspaceStatus {
     /// The spec's source ref last rolled out, as `branch:<name>`, `tag:<name>` or `commit:<sha>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ref: Option<String>,
+    /// Source refs deployed before, newest first, as many as the platform keeps builds of
+    /// (Devopness rolls back to a kept tag or commit instead of building it again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub deployed_refs: Vec<String>,
     /// Pipeline stages as observed at the platform.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageStatus>,

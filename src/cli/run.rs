@@ -52,7 +52,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(p): State<Probes>) -> (StatusCode, &'static str) {
-    if p.readiness.ready() {
+    if p.readiness.standby() {
+        (StatusCode::OK, "standby: waiting for leadership")
+    } else if p.readiness.ready() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
@@ -143,10 +145,12 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send +
             holder,
             duration: args.lease_duration,
         };
+        readiness.set_standby(true);
         if !wait_for_leadership(&client, &cfg, stop_rx.clone()).await {
             let _ = server.await;
             return Ok(());
         }
+        readiness.set_standby(false);
         info!(lease = %cfg.name, holder = %cfg.holder, "became leader");
         tokio::spawn(keep_leading(client.clone(), cfg.clone(), stop_rx.clone()));
         Some(cfg)

@@ -40,12 +40,18 @@ where
 /// What makes an object worth reconciling again: its spec (generation), its steering
 /// annotations, its finalizers or its deletion. Status changes are left out on purpose: a
 /// reconcile that writes status must not wake itself, or a changing error message would turn
-/// into a retry storm.
+/// into a retry storm. So is bosun's own create-pending marker: a create the platform refused
+/// would otherwise be tried again as soon as the marker was written.
 fn wakes_reconcile<K: Resource>(obj: &K) -> Option<u64> {
     let meta = obj.meta();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     meta.generation.hash(&mut hasher);
-    meta.annotations.hash(&mut hasher);
+    if let Some(annotations) = &meta.annotations {
+        annotations
+            .iter()
+            .filter(|(key, _)| key.as_str() != crate::core::annotations::CREATE_PENDING)
+            .for_each(|entry| entry.hash(&mut hasher));
+    }
     meta.finalizers.hash(&mut hasher);
     meta.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
@@ -75,6 +81,9 @@ where
 #[derive(Default)]
 pub struct Readiness {
     synced: AtomicUsize,
+    /// Waiting for the Lease: a healthy standby. It counts as ready, or a rolling update of
+    /// several replicas would wait forever for replicas that cannot lead until the old go.
+    standby: std::sync::atomic::AtomicBool,
 }
 
 /// How many controllers `run_all` starts.
@@ -82,7 +91,16 @@ pub const CONTROLLERS: usize = 5;
 
 impl Readiness {
     pub fn ready(&self) -> bool {
-        self.synced.load(Ordering::SeqCst) >= CONTROLLERS
+        self.standby() || self.synced.load(Ordering::SeqCst) >= CONTROLLERS
+    }
+
+    pub fn standby(&self) -> bool {
+        self.standby.load(Ordering::SeqCst)
+    }
+
+    /// Marks this replica as waiting for leadership (true) or leading (false).
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::SeqCst);
     }
 }
 
@@ -316,4 +334,42 @@ where
         })
         .map(|o| ObjectRef::from_obj(&**o))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Workspace;
+
+    fn with_annotations(pairs: &[(&str, &str)]) -> Workspace {
+        let mut ws: Workspace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bosun.dev/v1alpha1", "kind": "Workspace",
+            "metadata": {"name": "w", "generation": 1},
+            "spec": {"providerRef": {"name": "p"},
+                     "source": {"repository": "https://example.com/r.git", "branch": "main"}}
+        }))
+        .expect("workspace");
+        ws.metadata.annotations = Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        ws
+    }
+
+    #[test]
+    fn own_marker_does_not_wake_but_user_annotations_do() {
+        let plain = wakes_reconcile(&with_annotations(&[]));
+        let marked = wakes_reconcile(&with_annotations(&[(
+            crate::core::annotations::CREATE_PENDING,
+            "2026-11-23T00:00:00Z",
+        )]));
+        assert_eq!(plain, marked);
+        let requested = wakes_reconcile(&with_annotations(&[(
+            crate::core::annotations::RECONCILE_REQUESTED_AT,
+            "now",
+        )]));
+        assert_ne!(plain, requested);
+    }
 }

@@ -192,6 +192,7 @@ fn request<'a>(
         observed_generation: previous.observed_generation,
         mode,
         create_pending: obj.annotations().contains_key(annotations::CREATE_PENDING),
+        poll_interval: annotations::steering(obj.annotations()).poll_interval,
     }
 }
 

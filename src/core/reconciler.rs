@@ -24,6 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn, Instrument};
 
+/// How many poll intervals pass before a request the platform refused (quota, permission)
+/// is tried again without a change.
+const REFUSED_POLL_FACTOR: u32 = 10;
+
 /// The field manager of every status write.
 pub const FIELD_MANAGER: &str = "bosun";
 
@@ -257,6 +261,22 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
                 "transient error; backing off"
             );
             Action::requeue(delay)
+        }
+        Some(ReconcileError::Platform(error)) => {
+            // The platform refused what the spec asks: the same request gets the same answer,
+            // so wait for a change (spec, Secret, Provider, reconcile-requested-at), which the
+            // watches bring. A plan, quota or permission can also be fixed at the platform
+            // itself, so look again, but rarely.
+            ctx.backoffs.succeed(&key);
+            info!(
+                reason = error.reason(),
+                "refused by the platform; waiting for a change"
+            );
+            if error.kind == crate::platform::ErrorKind::Invalid {
+                Action::await_change()
+            } else {
+                Action::requeue(jittered(poll * REFUSED_POLL_FACTOR))
+            }
         }
         Some(error) => {
             // Waiting on a dependency or on the user: watches bring the change; the poll is a

@@ -6,7 +6,9 @@ use crate::api::{DomainBindingStatus, ServiceScaleStatus, WorkspaceSpec, Workspa
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Report};
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex as StdMutex;
+use std::time::{Duration, Instant};
 
 /// A Workspace as the platform sees it: the spec with Secrets resolved.
 pub struct WorkspaceRequest<'a> {
@@ -24,6 +26,9 @@ pub struct WorkspaceRequest<'a> {
     pub mode: Mode,
     /// A `bosun.dev/create-pending` marker is present: an earlier create may have gone through.
     pub create_pending: bool,
+    /// The object's own `bosun.dev/poll-interval`, when it sets one: the user asked for drift
+    /// checks this often, so per-object reads that are otherwise rare happen this often too.
+    pub poll_interval: Option<Duration>,
 }
 
 impl WorkspaceRequest<'_> {
@@ -115,19 +120,20 @@ pub trait DomainDriver: Send + Sync {
     async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError>;
 }
 
-/// A platform object that bosun finds by id or by name.
-pub trait Identified {
-    fn platform_id(&self) -> i64;
+/// A platform object that bosun finds by id or by name. Ids are numbers on most platforms;
+/// `Id` is a string where the platform's ids are (Spheron's are Mongo ObjectIds).
+pub trait Identified<Id: PartialEq = i64> {
+    fn platform_id(&self) -> Id;
     fn platform_name(&self) -> &str;
 }
 
 /// Where the platform object stands relative to what bosun knows.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Located<'a, T> {
+pub enum Located<'a, T, Id = i64> {
     /// Found by id, or by name where taking it over is right.
     Found(&'a T),
     /// bosun knew an id but the platform no longer has it.
-    Gone(i64),
+    Gone(Id),
     /// Nothing to find: create it.
     Absent,
     /// An object of that name exists that bosun did not create.
@@ -138,13 +144,13 @@ pub enum Located<'a, T> {
 
 /// Finds the object in a listing (pure): by the id bosun knows, else by name, taking a named
 /// one over only after an interrupted create of bosun's own or when the user asked to adopt.
-pub fn locate<'a, T: Identified>(
+pub fn locate<'a, T: Identified<Id>, Id: PartialEq>(
     list: &'a [T],
-    known_id: Option<i64>,
+    known_id: Option<Id>,
     name: &str,
     create_pending: bool,
     adopt_by_name: bool,
-) -> Located<'a, T> {
+) -> Located<'a, T, Id> {
     if let Some(id) = known_id {
         return match list.iter().find(|o| o.platform_id() == id) {
             Some(o) => Located::Found(o),
@@ -157,5 +163,172 @@ pub fn locate<'a, T: Identified>(
         [one] if create_pending || adopt_by_name => Located::Found(one),
         [one] => Located::NameTaken(one),
         many => Located::Ambiguous(many.len()),
+    }
+}
+
+/// How often a Ready object's per-object reads (run stage, variables) happen when nothing asks
+/// for them sooner: observation is otherwise batched into shared listings.
+pub const DEEP_CHECK_INTERVAL: Duration = Duration::from_secs(30 * 60);
+
+/// A fingerprint of the desired variables, to notice a rotated Secret without a spec change.
+/// Kept in memory only.
+pub fn env_fingerprint(env: &BTreeMap<String, String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    env.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What may have changed since an object's per-object reads were last done.
+#[derive(Clone, Copy, Debug)]
+pub struct DeepCheckInputs {
+    pub was_ready: bool,
+    pub spec_changed: bool,
+    pub requested: bool,
+    pub in_flight: bool,
+    pub env_print: u64,
+    pub interval: Duration,
+}
+
+/// Whether the per-object reads are needed now (pure apart from the clock it is given).
+pub fn deep_check_due(inputs: DeepCheckInputs, last: Option<(Instant, u64)>, now: Instant) -> bool {
+    let i = inputs;
+    match last {
+        _ if !i.was_ready || i.spec_changed || i.requested || i.in_flight => true,
+        None => true,
+        Some((at, print)) => print != i.env_print || now.duration_since(at) >= i.interval,
+    }
+}
+
+/// When each platform object's per-object reads were last done, and the env fingerprint then.
+#[derive(Debug, Default)]
+pub struct DeepChecks {
+    checks: StdMutex<HashMap<i64, (Instant, u64)>>,
+}
+
+impl DeepChecks {
+    /// The last check of `id`.
+    pub fn last(&self, id: i64) -> Option<(Instant, u64)> {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// Whether `id` needs its per-object reads for this request.
+    pub fn due(
+        &self,
+        request: &WorkspaceRequest<'_>,
+        status: &WorkspaceStatus,
+        id: i64,
+        env_print: u64,
+    ) -> bool {
+        let was_ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == crate::api::condition_types::READY && c.status == "True");
+        let inputs = DeepCheckInputs {
+            was_ready,
+            spec_changed: !request.is_drift(),
+            requested: request.mode.requested,
+            // A finished operation stays in status to show what happened; it is not in flight.
+            in_flight: status
+                .operation
+                .as_ref()
+                .is_some_and(|o| !matches!(o.state.as_str(), "completed" | "failed" | "skipped")),
+            env_print,
+            interval: request.poll_interval.unwrap_or(DEEP_CHECK_INTERVAL),
+        };
+        deep_check_due(inputs, self.last(id), Instant::now())
+    }
+
+    /// Records that `id` was checked now with these variables.
+    pub fn done(&self, id: i64, env_print: u64) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (Instant::now(), env_print));
+    }
+}
+
+#[cfg(test)]
+mod deep_check_tests {
+    use super::*;
+
+    #[test]
+    fn deep_checks_only_when_something_may_have_changed() {
+        let t0 = Instant::now();
+        let recent = Some((t0, 7));
+        let quiet = DeepCheckInputs {
+            was_ready: true,
+            spec_changed: false,
+            requested: false,
+            in_flight: false,
+            env_print: 7,
+            interval: DEEP_CHECK_INTERVAL,
+        };
+        assert!(!deep_check_due(quiet, recent, t0 + Duration::from_secs(60)));
+        let cases = [
+            (
+                "not Ready yet",
+                DeepCheckInputs {
+                    was_ready: false,
+                    ..quiet
+                },
+                recent,
+                t0,
+            ),
+            (
+                "spec changed",
+                DeepCheckInputs {
+                    spec_changed: true,
+                    ..quiet
+                },
+                recent,
+                t0,
+            ),
+            (
+                "reconcile requested",
+                DeepCheckInputs {
+                    requested: true,
+                    ..quiet
+                },
+                recent,
+                t0,
+            ),
+            (
+                "operation in flight",
+                DeepCheckInputs {
+                    in_flight: true,
+                    ..quiet
+                },
+                recent,
+                t0,
+            ),
+            ("never checked (restart)", quiet, None, t0),
+            (
+                "a Secret value changed",
+                DeepCheckInputs {
+                    env_print: 8,
+                    ..quiet
+                },
+                recent,
+                t0,
+            ),
+            ("interval passed", quiet, recent, t0 + DEEP_CHECK_INTERVAL),
+            (
+                "the object's own poll interval passed",
+                DeepCheckInputs {
+                    interval: Duration::from_secs(5),
+                    ..quiet
+                },
+                recent,
+                t0 + Duration::from_secs(5),
+            ),
+        ];
+        for (why, inputs, last, now) in cases {
+            assert!(deep_check_due(inputs, last, now), "{why}");
+        }
     }
 }

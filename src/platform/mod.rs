@@ -10,6 +10,8 @@ pub mod codesphere;
 pub mod devopness;
 pub mod drivers;
 pub mod http;
+pub mod listing;
+pub mod spheron;
 
 use crate::api::{PlatformDefaults, PlatformType};
 use async_trait::async_trait;
@@ -228,7 +230,7 @@ pub fn default_requests_per_minute(platform: PlatformType) -> u32 {
     }
 }
 
-/// Builds the platform client for a connection, or says that bosun cannot manage it yet.
+/// Builds the platform client for a connection.
 pub fn connect(connection: Connection) -> Result<Arc<dyn Platform>, PlatformError> {
     match connection.platform {
         PlatformType::Codesphere => Ok(Arc::new(codesphere::Codesphere::new(connection)?)),
@@ -236,12 +238,7 @@ pub fn connect(connection: Connection) -> Result<Arc<dyn Platform>, PlatformErro
             Ok(Arc::new(codemanager::client::CodeManager::new(connection)?))
         }
         PlatformType::Devopness => Ok(Arc::new(devopness::client::Devopness::new(connection)?)),
-        other => Err(PlatformError::new(
-            ErrorKind::Invalid,
-            format!(
-                "this version of bosun cannot manage {other} yet; see the project's open issues"
-            ),
-        )),
+        PlatformType::Spheron => Ok(Arc::new(spheron::client::SpheronClient::new(connection)?)),
     }
 }
 

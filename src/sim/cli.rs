@@ -3,6 +3,7 @@
 use crate::platform::codemanager::sim as codemanager;
 use crate::platform::codesphere::sim as codesphere;
 use crate::platform::devopness::sim as devopness;
+use crate::platform::spheron::sim as spheron;
 use crate::sim::{bind, SimConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,9 @@ pub struct SimArgs {
     /// Devopness listen address (the API is served at the root).
     #[arg(long, default_value = devopness::DEFAULT_ADDR)]
     pub devopness_addr: SocketAddr,
+    /// Spheron listen address (the API is served at the root, under `/v1`).
+    #[arg(long, default_value = spheron::DEFAULT_ADDR)]
+    pub spheron_addr: SocketAddr,
     /// Puppet Enterprise Code Manager listen address (HTTPS; the API is served under
     /// `/code-manager`, RBAC token minting under `/rbac-api`).
     #[arg(long, default_value = codemanager::DEFAULT_ADDR)]
@@ -51,6 +55,13 @@ pub async fn run(args: SimArgs) -> Result<(), Box<dyn std::error::Error + Send +
         dv_server.local_addr,
         devopness::DEFAULT_PROJECT_ID,
         devopness::DEFAULT_ENVIRONMENT_ID
+    );
+    let sp = spheron::SpheronSim::new(&config);
+    let sp_server = bind(args.spheron_addr, spheron::router(sp)).await?;
+    println!(
+        "spheron simulator: http://{} (token from --token; organization {})",
+        sp_server.local_addr,
+        spheron::DEFAULT_ORGANIZATION_ID
     );
     let cm = codemanager::CodeManagerSim::new(&config)?;
     let ca_file = args
@@ -108,6 +119,7 @@ mod codemanager_cli_tests {
         let cli = Cli::try_parse_from(["bosun"]).expect("parse");
         assert_eq!(cli.sim.codemanager_addr.to_string(), "127.0.0.1:18170");
         assert_eq!(cli.sim.devopness_addr.to_string(), "127.0.0.1:18082");
+        assert_eq!(cli.sim.spheron_addr.to_string(), "127.0.0.1:18083");
         assert_eq!(cli.sim.codemanager_ca_file, None);
         assert!(default_codemanager_ca_file().ends_with("bosun-sim/codemanager-ca.pem"));
         let cli = Cli::try_parse_from([

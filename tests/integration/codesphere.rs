@@ -1,7 +1,7 @@
 //! Codesphere end to end: the real control plane, the real `bosun run` binary and the
 //! Codesphere simulator, with kstatus rules checked after each step.
 
-use super::{apply, bosun_cluster, condition, get_json, support, wait_until};
+use super::{apply, bosun_cluster, condition, events, get_json, support, wait_until};
 use bosun::platform::codesphere::sim::{router, CodesphereSim, Stage};
 use bosun::sim::{bind, SimConfig, SimServer};
 use serde_json::Value;
@@ -69,13 +69,6 @@ async fn wait_current(ns: &str, what: &str) -> Value {
     }
     assert_eq!(condition(&obj, "Synced").unwrap()["status"], "True");
     obj
-}
-
-async fn events(ns: &str) -> String {
-    support::cluster()
-        .await
-        .kubectl_ok(&["get", "events", "-n", ns, "-o", "json"], None)
-        .await
 }
 
 fn workspace(name: &str, extra: &str) -> String {

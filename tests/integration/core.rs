@@ -418,6 +418,12 @@ async fn leader_election_lets_one_replica_act() {
         !second.logs().contains("became leader"),
         "two leaders at once"
     );
+    // A standby is healthy and ready (so a rolling update can proceed), and says why.
+    let (code, body) = second.get("/readyz").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "standby: waiting for leadership")
+    );
     let holder = cluster
         .kubectl_ok(
             &[

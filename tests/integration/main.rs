@@ -10,6 +10,9 @@ mod codesphere;
 mod core;
 mod crds;
 mod devopness;
+mod resilience;
+mod security;
+mod spheron;
 
 /// The test control plane with bosun's CRDs installed (once per test binary).
 pub async fn bosun_cluster() -> &'static support::Cluster {
@@ -91,6 +94,14 @@ pub async fn get_json(ns: &str, what: &str) -> serde_json::Value {
         return serde_json::Value::Null;
     }
     serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Every Event of a namespace, as `kubectl get events -o json` prints them.
+pub async fn events(ns: &str) -> String {
+    support::cluster()
+        .await
+        .kubectl_ok(&["get", "events", "-n", ns, "-o", "json"], None)
+        .await
 }
 
 /// A condition of an object's status by type.

@@ -2,15 +2,17 @@
 //! mapping needs, typed, with errors carrying the platform's `{status, title, detail, traceId}`.
 
 use crate::api::PlatformType;
+use crate::platform::drivers::DeepChecks;
 use crate::platform::http::{kind_for_status, not_found_is_none, to_value, ApiClient};
+use crate::platform::listing::SharedListings;
 use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -210,19 +212,17 @@ const LIST_TTL: Duration = Duration::from_secs(3);
 /// Plans change rarely; they are read again after this long.
 const PLANS_TTL: Duration = Duration::from_secs(600);
 
-type Listing = Option<(Instant, Arc<Vec<Workspace>>)>;
-
 /// A Codesphere account reached with a bearer token.
 pub struct Codesphere {
     api: ApiClient,
     token: Credential,
     default_team: Option<i64>,
-    /// Per team: the last listing, behind an async lock so concurrent reconciles share one call.
-    listings: StdMutex<HashMap<i64, Arc<AsyncMutex<Listing>>>>,
+    /// Per team: the last listing, shared by concurrent reconciles.
+    listings: SharedListings<i64, Workspace>,
     plans: AsyncMutex<Option<(Instant, Arc<Vec<Plan>>)>>,
     /// Per workspace: when its run stage and variables were last read, and a fingerprint of
     /// the variables it was given then (kept in memory only).
-    pub(crate) deep_checks: StdMutex<HashMap<i64, (Instant, u64)>>,
+    pub(crate) deep_checks: DeepChecks,
 }
 
 impl Codesphere {
@@ -232,9 +232,9 @@ impl Codesphere {
             api,
             token: connection.credential,
             default_team: connection.defaults.team_id,
-            listings: StdMutex::new(HashMap::new()),
+            listings: SharedListings::new(LIST_TTL),
             plans: AsyncMutex::new(None),
-            deep_checks: StdMutex::new(HashMap::new()),
+            deep_checks: DeepChecks::default(),
         })
     }
 
@@ -243,29 +243,17 @@ impl Codesphere {
         self.default_team
     }
 
-    fn listing(&self, team_id: i64) -> Arc<AsyncMutex<Listing>> {
-        let mut map = self.listings.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(team_id).or_default().clone()
-    }
-
     /// Every workspace of a team, from one list call shared by all reconciles within
     /// `LIST_TTL`: observation is batched per team, not one GET per workspace.
     pub async fn workspaces_of(&self, team_id: i64) -> Result<Arc<Vec<Workspace>>, PlatformError> {
-        let slot = self.listing(team_id);
-        let mut guard = slot.lock().await;
-        if let Some((at, list)) = guard.as_ref() {
-            if at.elapsed() < LIST_TTL {
-                return Ok(list.clone());
-            }
-        }
-        let list = Arc::new(self.list_workspaces(team_id).await?);
-        *guard = Some((Instant::now(), list.clone()));
-        Ok(list)
+        self.listings
+            .get(&team_id, || self.list_workspaces(team_id))
+            .await
     }
 
     /// Drops a team's listing after bosun changed something in it.
     pub async fn forget_list(&self, team_id: i64) {
-        *self.listing(team_id).lock().await = None;
+        self.listings.forget(&team_id).await;
     }
 
     /// The plans, read at most every `PLANS_TTL`.

@@ -16,8 +16,8 @@ use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{
-    locate, CreateGuard, Located, ScaleRequest, ServiceScaleDriver, WorkspaceDriver,
-    WorkspaceRequest,
+    env_fingerprint, locate, CreateGuard, Located, ScaleRequest, ServiceScaleDriver,
+    WorkspaceDriver, WorkspaceRequest,
 };
 use crate::platform::{ErrorKind, PlatformError};
 use async_trait::async_trait;
@@ -869,71 +869,6 @@ impl Codesphere {
     }
 }
 
-/// How often a Ready workspace's run stage and variables are read when nothing else asks for it.
-pub const DEEP_CHECK_INTERVAL: Duration = Duration::from_secs(30 * 60);
-
-/// A fingerprint of the desired variables, to notice a rotated Secret without a spec change.
-fn fingerprint(env: &BTreeMap<String, String>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    env.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// Whether the per-workspace reads are needed now (pure apart from the clock it is given).
-pub fn deep_check_due(
-    was_ready: bool,
-    spec_changed: bool,
-    requested: bool,
-    in_flight: bool,
-    last: Option<(std::time::Instant, u64)>,
-    env_print: u64,
-    now: std::time::Instant,
-) -> bool {
-    match last {
-        _ if !was_ready || spec_changed || requested || in_flight => true,
-        None => true,
-        Some((at, print)) => print != env_print || now.duration_since(at) >= DEEP_CHECK_INTERVAL,
-    }
-}
-
-impl Codesphere {
-    fn needs_deep_check(
-        &self,
-        request: &WorkspaceRequest<'_>,
-        status: &WorkspaceStatus,
-        id: i64,
-        env_print: u64,
-    ) -> bool {
-        let was_ready = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == crate::api::condition_types::READY && c.status == "True");
-        let last = self
-            .deep_checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .copied();
-        deep_check_due(
-            was_ready,
-            !request.is_drift(),
-            request.mode.requested,
-            status.operation.is_some(),
-            last,
-            env_print,
-            std::time::Instant::now(),
-        )
-    }
-
-    fn deep_checked(&self, id: i64, env_print: u64) {
-        self.deep_checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, (std::time::Instant::now(), env_print));
-    }
-}
-
 fn stage_statuses(stage: Stage, elements: &[StageElement]) -> Vec<StageStatus> {
     elements
         .iter()
@@ -1160,9 +1095,9 @@ impl WorkspaceDriver for Codesphere {
 
         // Cheap drift checks (existence, plan, replicas) come from the team listing on every
         // poll; the run stage and variables cost calls per workspace, so they are read only
-        // when something may have changed, or every `DEEP_CHECK_INTERVAL`.
-        let env_print = fingerprint(&request.env);
-        if !self.needs_deep_check(request, &status, ws.id, env_print) {
+        // when something may have changed, or every `DEEP_CHECK_INTERVAL` (or the object's own poll interval).
+        let env_print = env_fingerprint(&request.env);
+        if !self.deep_checks.due(request, &status, ws.id, env_print) {
             return Ok(Report {
                 status,
                 readiness: Readiness::ready(
@@ -1234,7 +1169,7 @@ impl WorkspaceDriver for Codesphere {
             sync
         };
         if readiness.ready {
-            self.deep_checked(ws.id, env_print);
+            self.deep_checks.done(ws.id, env_print);
         }
         Ok(Report {
             status,
@@ -1626,57 +1561,6 @@ mod tests {
             vec![Stage::Run]
         );
         assert!(rollout_stages(false, false, RunState::Stopped).is_empty());
-    }
-
-    #[test]
-    fn deep_checks_only_when_something_may_have_changed() {
-        let t0 = std::time::Instant::now();
-        let recent = Some((t0, 7));
-        assert!(!deep_check_due(
-            true,
-            false,
-            false,
-            false,
-            recent,
-            7,
-            t0 + Duration::from_secs(60)
-        ));
-        assert!(
-            deep_check_due(false, false, false, false, recent, 7, t0),
-            "not Ready yet"
-        );
-        assert!(
-            deep_check_due(true, true, false, false, recent, 7, t0),
-            "spec changed"
-        );
-        assert!(
-            deep_check_due(true, false, true, false, recent, 7, t0),
-            "reconcile requested"
-        );
-        assert!(
-            deep_check_due(true, false, false, true, recent, 7, t0),
-            "operation in flight"
-        );
-        assert!(
-            deep_check_due(true, false, false, false, None, 7, t0),
-            "never checked (restart)"
-        );
-        assert!(
-            deep_check_due(true, false, false, false, recent, 8, t0),
-            "a Secret value changed"
-        );
-        assert!(
-            deep_check_due(
-                true,
-                false,
-                false,
-                false,
-                recent,
-                7,
-                t0 + DEEP_CHECK_INTERVAL
-            ),
-            "interval passed"
-        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! `X-Devopness-Action-Id` header of that 204.
 
 use crate::api::PlatformType;
+use crate::platform::drivers::DeepChecks;
 use crate::platform::http::{kind_for_status, not_found_is_none, to_value, ApiClient};
+use crate::platform::listing::SharedListings;
 use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LINK};
@@ -16,6 +18,8 @@ use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The header naming the action a mutation dispatched.
 pub const ACTION_ID_HEADER: &str = "x-devopness-action-id";
@@ -59,7 +63,8 @@ pub struct User {
     pub url_slug: Option<String>,
 }
 
-/// A short reference to an action (`ActionRelationShallow`).
+/// A short reference to an action (`ActionRelationShallow`, or the fields of `ActionRelation`
+/// bosun reads).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct ActionRef {
     pub id: i64,
@@ -67,6 +72,9 @@ pub struct ActionRef {
     pub status: Option<ActionStatus>,
     #[serde(default)]
     pub status_reason_code: Option<String>,
+    /// `ActionType`, for example `deploy` or `delete`.
+    #[serde(default, rename = "type")]
+    pub action_type: Option<String>,
 }
 
 /// `Application.last_deployments`.
@@ -121,6 +129,19 @@ pub struct Application {
     pub credential_id: Option<i64>,
     #[serde(default, deserialize_with = "null_default")]
     pub last_deployments: LastDeployments,
+    /// The servers the application is linked to. Only the full answer (`GET
+    /// /applications/{id}`, `Application`) has them; lists (`ApplicationRelation`) do not.
+    #[serde(default, deserialize_with = "null_default")]
+    pub servers: Vec<ServerRef>,
+}
+
+/// A server an application is linked to (`ServerRelation`; the fields bosun reads).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ServerRef {
+    pub id: i64,
+    /// The public IPv4 address.
+    #[serde(default)]
+    pub ip_address: Option<String>,
 }
 
 /// A resource to link on create (`ResourceToBeLinked`).
@@ -436,6 +457,86 @@ pub struct VirtualHost {
     pub application_id: Option<i64>,
     #[serde(default)]
     pub last_action: Option<ActionRef>,
+    /// The certificate issued for this virtual host (`SslCertificateRelation`), if any.
+    #[serde(default)]
+    pub ssl_certificate: Option<SslCertificateRef>,
+}
+
+/// `VirtualHost.ssl_certificate` (`SslCertificateRelation`; the fields bosun reads).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct SslCertificateRef {
+    pub id: i64,
+    /// Whether the certificate is in force on every linked server.
+    #[serde(default, deserialize_with = "null_default")]
+    pub active: bool,
+    #[serde(default)]
+    pub last_action: Option<ActionRef>,
+}
+
+/// `PUT /virtual-hosts/{id}` body (`VirtualHostUpdate`), `id` repeated. The type cannot
+/// change; fields left `None` are not sent (and keep their value).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UpdateVirtualHost {
+    pub id: i64,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_directory: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_listen_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<i64>,
+}
+
+/// `POST /virtual-hosts/{id}/deploy` and `POST /ssl-certificates/{id}/deploy` body
+/// (`VirtualHostDeploy`, `SslCertificateDeploy`).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+struct DeployToServers<'a> {
+    /// Target servers; the platform's default targets when empty.
+    #[serde(skip_serializing_if = "<[i64]>::is_empty")]
+    servers: &'a [i64],
+}
+
+/// An SSL certificate (`SslCertificate` or, in lists, `SslCertificateRelation`).
+///
+/// The spec links a certificate to its virtual host only on create (`virtual_host_id` in
+/// `SslCertificateEnvironmentCreate`); neither schema of the certificate names the virtual
+/// host. A certificate takes the virtual host's name, so certificates are found by `name` ==
+/// the virtual host's domain name, or through `VirtualHost.ssl_certificate`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct SslCertificate {
+    pub id: i64,
+    /// The domain name (the virtual host's name).
+    pub name: String,
+    /// `SslCertificateIssuer`: `lets-encrypt` or `custom`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Whether the certificate is in force on every linked server; a Let's Encrypt certificate
+    /// becomes active when its issuing action completes.
+    #[serde(default, deserialize_with = "null_default")]
+    pub active: bool,
+    #[serde(default)]
+    pub last_action: Option<ActionRef>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Not in the spec's answers (see above), so `None` from the API unless a server sends it.
+    #[serde(default)]
+    pub virtual_host_id: Option<i64>,
+}
+
+/// `POST /environments/{id}/ssl-certificates` body (`SslCertificateEnvironmentCreate`). Bosun
+/// sends issuer `lets-encrypt` (a `custom` issuer needs the key and certificate, which this
+/// type does not carry).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CreateSslCertificate {
+    pub virtual_host_id: i64,
+    /// `SslCertificateIssuer`: `lets-encrypt` or `custom`.
+    pub issuer: String,
+    /// `SslCertificateType`: `single-domain`, `multi-domain` or `wildcard`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub certificate_type: Option<String>,
+    /// `SslCertificateValidationLevel`: `DV`, `OV` or `EV`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_level: Option<String>,
 }
 
 /// `POST /environments/{id}/virtual-hosts` body (`VirtualHostEnvironmentCreate`).
@@ -664,16 +765,32 @@ pub struct Devopness {
     token: Credential,
     default_project: Option<i64>,
     default_environment: Option<i64>,
+    /// Per environment: the last application listing, shared by every Workspace in it. The
+    /// listing carries each application's latest deployment and its status, so it also
+    /// tracks deployments in flight without a call per action.
+    applications: SharedListings<i64, Application>,
+    /// Per application: when its variables were last read, and what they were set from.
+    pub(crate) deep_checks: DeepChecks,
+}
+
+/// How long one application listing serves every Workspace of an environment: long enough
+/// that listings take at most a fifth of the request budget, and never under 3 s.
+pub fn listing_ttl(requests_per_minute: u32) -> Duration {
+    let per_fifth = 300.0 / f64::from(requests_per_minute.max(1));
+    Duration::from_secs_f64(per_fifth.max(3.0))
 }
 
 impl Devopness {
     pub fn new(connection: Connection) -> Result<Self, PlatformError> {
         let api = ApiClient::new(&connection, "devopness")?;
+        let ttl = listing_ttl(connection.budget.requests_per_minute());
         Ok(Devopness {
             api,
             token: connection.credential,
             default_project: connection.defaults.project_id,
             default_environment: connection.defaults.environment_id,
+            applications: SharedListings::new(ttl),
+            deep_checks: DeepChecks::default(),
         })
     }
 
@@ -852,6 +969,22 @@ impl Devopness {
         .await
     }
 
+    /// Every application of an environment, from one listing shared by all reconciles
+    /// within the listing's time to live.
+    pub async fn applications_of(
+        &self,
+        environment_id: i64,
+    ) -> Result<Arc<Vec<Application>>, PlatformError> {
+        self.applications
+            .get(&environment_id, || self.list_applications(environment_id))
+            .await
+    }
+
+    /// Drops an environment's listing after bosun changed something in it.
+    pub async fn forget_applications(&self, environment_id: i64) {
+        self.applications.forget(&environment_id).await;
+    }
+
     /// `POST /environments/{id}/applications` → 201 with the application. Not idempotent:
     /// look the name up first.
     pub async fn create_application(
@@ -1013,9 +1146,142 @@ impl Devopness {
         .await
     }
 
+    /// `GET /virtual-hosts/{id}`; `None` when it does not exist.
+    pub async fn get_virtual_host(&self, id: i64) -> Result<Option<VirtualHost>, PlatformError> {
+        not_found_is_none(
+            self.json(
+                "getVirtualHost",
+                Method::GET,
+                &format!("/virtual-hosts/{id}"),
+                None,
+            )
+            .await,
+        )
+    }
+
+    /// `PUT /virtual-hosts/{id}` → 204 (re-read to see the result). Not applied to the servers
+    /// until the virtual host is deployed again.
+    pub async fn update_virtual_host(&self, body: &UpdateVirtualHost) -> Result<(), PlatformError> {
+        let value = to_value(body)?;
+        self.no_content(
+            "updateVirtualHost",
+            Method::PUT,
+            &format!("/virtual-hosts/{}", body.id),
+            Some(&value),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /virtual-hosts/{id}/deploy` → 204; returns the deploy action's id from
+    /// `X-Devopness-Action-Id` (a 204 without it is a protocol error). `servers` empty: the
+    /// platform's default targets.
+    pub async fn deploy_virtual_host(
+        &self,
+        id: i64,
+        servers: &[i64],
+    ) -> Result<i64, PlatformError> {
+        self.dispatch(
+            "deployVirtualHost",
+            &format!("/virtual-hosts/{id}/deploy"),
+            servers,
+        )
+        .await
+    }
+
     /// `DELETE /virtual-hosts/{id}` → 204 with the removal action; 404 is already gone.
     pub async fn delete_virtual_host(&self, id: i64) -> Result<Deleted, PlatformError> {
         self.delete("deleteVirtualHost", &format!("/virtual-hosts/{id}"))
+            .await
+    }
+
+    /// A `POST` custom action with a `{servers}` body → 204 with the action id (required).
+    async fn dispatch(
+        &self,
+        operation: &str,
+        path: &str,
+        servers: &[i64],
+    ) -> Result<i64, PlatformError> {
+        let value = to_value(&DeployToServers { servers })?;
+        self.no_content(operation, Method::POST, path, Some(&value))
+            .await?
+            .ok_or_else(|| {
+                PlatformError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "devopness {operation}: the answer named no action (no X-Devopness-Action-Id)"
+                    ),
+                )
+            })
+    }
+
+    // ----- SSL certificates ----------------------------------------------------------------
+
+    /// `GET /environments/{id}/ssl-certificates`, every page.
+    pub async fn list_ssl_certificates(
+        &self,
+        environment_id: i64,
+    ) -> Result<Vec<SslCertificate>, PlatformError> {
+        self.list_all(
+            "listEnvironmentSslCertificates",
+            &format!("/environments/{environment_id}/ssl-certificates"),
+        )
+        .await
+    }
+
+    /// `POST /environments/{id}/ssl-certificates` → 201 with the certificate. A Let's Encrypt
+    /// certificate is issued by an action (its `last_action`) and is `active` once that action
+    /// completes. One certificate per virtual host: look it up first.
+    pub async fn create_ssl_certificate(
+        &self,
+        environment_id: i64,
+        body: &CreateSslCertificate,
+    ) -> Result<SslCertificate, PlatformError> {
+        let body = to_value(body)?;
+        self.json(
+            "addEnvironmentSslCertificate",
+            Method::POST,
+            &format!("/environments/{environment_id}/ssl-certificates"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `GET /ssl-certificates/{id}`; `None` when it does not exist.
+    pub async fn get_ssl_certificate(
+        &self,
+        id: i64,
+    ) -> Result<Option<SslCertificate>, PlatformError> {
+        not_found_is_none(
+            self.json(
+                "getSslCertificate",
+                Method::GET,
+                &format!("/ssl-certificates/{id}"),
+                None,
+            )
+            .await,
+        )
+    }
+
+    /// `POST /ssl-certificates/{id}/deploy` → 204; returns the action's id (a 204 without
+    /// `X-Devopness-Action-Id` is a protocol error). Installs the certificate on the servers
+    /// again (and, in the simulator, retries a failed issue).
+    pub async fn deploy_ssl_certificate(
+        &self,
+        id: i64,
+        servers: &[i64],
+    ) -> Result<i64, PlatformError> {
+        self.dispatch(
+            "deploySslCertificate",
+            &format!("/ssl-certificates/{id}/deploy"),
+            servers,
+        )
+        .await
+    }
+
+    /// `DELETE /ssl-certificates/{id}` → 204 with the removal action; 404 is already gone.
+    pub async fn delete_ssl_certificate(&self, id: i64) -> Result<Deleted, PlatformError> {
+        self.delete("deleteSslCertificate", &format!("/ssl-certificates/{id}"))
             .await
     }
 }
@@ -1056,6 +1322,10 @@ async fn read_json<T: DeserializeOwned>(
 #[async_trait]
 impl Platform for Devopness {
     fn workspaces(&self) -> Option<&dyn crate::platform::drivers::WorkspaceDriver> {
+        Some(self)
+    }
+
+    fn domains(&self) -> Option<&dyn crate::platform::drivers::DomainDriver> {
         Some(self)
     }
 
@@ -2045,5 +2315,557 @@ mod tests {
             Deleted::AlreadyGone
         );
         assert!(c.get_application(app.id).await.expect("get").is_none());
+    }
+
+    /// A simulator on a free port (step time 20 ms) and a client of it.
+    async fn sim_client() -> (
+        crate::platform::devopness::sim::DevopnessSim,
+        crate::sim::SimServer,
+        Devopness,
+    ) {
+        use crate::platform::devopness::sim::{router, DevopnessSim};
+        use crate::sim::{bind, SimConfig};
+        let config = SimConfig::default();
+        let sim = DevopnessSim::new(&config);
+        sim.set_step_time(std::time::Duration::from_millis(20));
+        let server = bind("127.0.0.1:0".parse().expect("addr"), router(sim.clone()))
+            .await
+            .expect("bind");
+        let c = Devopness::new(sim_connection(&server.base_url(), &config.token, Some(1)))
+            .expect("client");
+        (sim, server, c)
+    }
+
+    /// Polls an action until it ends.
+    async fn finished(c: &Devopness, id: i64) -> Action {
+        for _ in 0..200 {
+            let a = c.get_action(id).await.expect("action").expect("exists");
+            if a.status.is_terminal() {
+                return a;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("action {id} never ended");
+    }
+
+    fn vhost_body(name: &str, application_id: Option<i64>) -> CreateVirtualHost {
+        CreateVirtualHost {
+            virtual_host_type: "name-based".into(),
+            name: name.into(),
+            application_id,
+            root_directory: None,
+            application_listen_address: Some("http://127.0.0.1:3000".into()),
+            linked_resources: vec![],
+        }
+    }
+
+    fn lets_encrypt(virtual_host_id: i64) -> CreateSslCertificate {
+        CreateSslCertificate {
+            virtual_host_id,
+            issuer: "lets-encrypt".into(),
+            certificate_type: None,
+            validation_level: None,
+        }
+    }
+
+    #[test]
+    fn new_request_bodies_match_the_spec() {
+        let u = UpdateVirtualHost {
+            id: 4,
+            name: "a.example.com".into(),
+            root_directory: None,
+            application_listen_address: Some("http://127.0.0.1:8080".into()),
+            application_id: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&u).expect("json"),
+            serde_json::json!({"id":4,"name":"a.example.com","application_listen_address":"http://127.0.0.1:8080"})
+        );
+        assert_eq!(
+            serde_json::to_value(lets_encrypt(9)).expect("json"),
+            serde_json::json!({"virtual_host_id":9,"issuer":"lets-encrypt"})
+        );
+        let full = CreateSslCertificate {
+            certificate_type: Some("single-domain".into()),
+            validation_level: Some("DV".into()),
+            ..lets_encrypt(9)
+        };
+        assert_eq!(
+            serde_json::to_value(full).expect("json"),
+            serde_json::json!({"virtual_host_id":9,"issuer":"lets-encrypt","type":"single-domain","validation_level":"DV"})
+        );
+        assert_eq!(
+            serde_json::to_value(DeployToServers { servers: &[] }).expect("json"),
+            serde_json::json!({})
+        );
+        assert_eq!(
+            serde_json::to_value(DeployToServers { servers: &[1, 2] }).expect("json"),
+            serde_json::json!({"servers":[1,2]})
+        );
+    }
+
+    #[test]
+    fn nested_relations_are_read() {
+        let v: VirtualHost = serde_json::from_str(
+            r#"{"id":3,"name":"a.example.com","application":null,
+                "ssl_certificate":{"id":8,"name":"a.example.com","active":true,
+                    "last_action":{"id":70,"type":"deploy","status":"completed"}},
+                "last_action":{"id":71,"type":"deploy","status":"pending"}}"#,
+        )
+        .expect("vhost");
+        let cert = v.ssl_certificate.expect("certificate");
+        assert_eq!((cert.id, cert.active), (8, true));
+        let a = cert.last_action.expect("action");
+        assert_eq!(a.action_type.as_deref(), Some("deploy"));
+        assert_eq!(a.status, Some(ActionStatus::Completed));
+        assert_eq!(v.last_action.map(|a| a.id), Some(71));
+        let v: VirtualHost = serde_json::from_str(
+            r#"{"id":3,"name":"a.example.com","ssl_certificate":{"id":8,"active":null}}"#,
+        )
+        .expect("vhost");
+        assert_eq!(v.ssl_certificate.map(|c| c.active), Some(false));
+        let v: VirtualHost =
+            serde_json::from_str(r#"{"id":3,"name":"x","ssl_certificate":null}"#).expect("vhost");
+        assert_eq!(v.ssl_certificate, None);
+        let c: SslCertificate = serde_json::from_str(
+            r#"{"id":8,"name":"a.example.com","type":"single-domain","issuer":"lets-encrypt",
+                "validation_level":"DV","active":false,"last_action":null,"expires_at":null,
+                "last_renewed_at":null}"#,
+        )
+        .expect("certificate");
+        assert_eq!(c.issuer.as_deref(), Some("lets-encrypt"));
+        assert_eq!(
+            (c.active, c.expires_at, c.virtual_host_id),
+            (false, None, None)
+        );
+        let a: Application = serde_json::from_str(
+            r#"{"id":1,"name":"web","servers":[{"id":1,"name":"s","ip_address":"10.0.0.1"},{"id":2}]}"#,
+        )
+        .expect("app");
+        assert_eq!(
+            a.servers,
+            vec![
+                ServerRef {
+                    id: 1,
+                    ip_address: Some("10.0.0.1".into())
+                },
+                ServerRef {
+                    id: 2,
+                    ip_address: None
+                }
+            ]
+        );
+        let a: Application = serde_json::from_str(r#"{"id":1,"name":"web"}"#).expect("app");
+        assert!(a.servers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn virtual_hosts_update_deploy_get_against_the_simulator() {
+        let (_sim, _server, c) = sim_client().await;
+        let app = c
+            .create_application(1, &app_body("web"))
+            .await
+            .expect("app");
+        // Listed applications carry no servers; the full answer does once a deploy linked one.
+        assert!(c.list_applications(1).await.expect("list")[0]
+            .servers
+            .is_empty());
+        let deploy = DeployApplication {
+            deployment_type: DeploymentType::Deploy,
+            source_type: None,
+            source_ref: None,
+            pipeline_id: None,
+            servers: vec![],
+        };
+        let action = c.deploy_application(app.id, &deploy).await.expect("deploy");
+        finished(&c, action).await;
+        let full = c.get_application(app.id).await.expect("get").expect("app");
+        assert_eq!(full.servers.len(), 1);
+        assert_eq!(full.servers[0].id, 1);
+        assert_eq!(full.servers[0].ip_address.as_deref(), Some("10.0.0.1"));
+
+        let vh = c
+            .create_virtual_host(1, &vhost_body("shop.example.com", Some(app.id)))
+            .await
+            .expect("vhost");
+        assert_eq!(vh.last_action, None);
+        assert_eq!(vh.ssl_certificate, None);
+        c.create_virtual_host(1, &vhost_body("other.example.com", None))
+            .await
+            .expect("second vhost");
+
+        // Update: name, listen address, root directory; the application stays linked.
+        c.update_virtual_host(&UpdateVirtualHost {
+            id: vh.id,
+            name: "Store.Example.com".into(),
+            root_directory: Some("/public".into()),
+            application_listen_address: Some("http://127.0.0.1:8080".into()),
+            application_id: None,
+        })
+        .await
+        .expect("update");
+        let got = c
+            .get_virtual_host(vh.id)
+            .await
+            .expect("get")
+            .expect("vhost");
+        assert_eq!(got.name, "store.example.com");
+        assert_eq!(got.root_directory.as_deref(), Some("/public"));
+        assert_eq!(
+            got.application_listen_address.as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(got.application_id, Some(app.id));
+
+        // Update errors name the field.
+        let e = c
+            .update_virtual_host(&UpdateVirtualHost {
+                id: vh.id,
+                name: "other.example.com".into(),
+                root_directory: None,
+                application_listen_address: None,
+                application_id: None,
+            })
+            .await
+            .expect_err("duplicate name");
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        assert_eq!(e.field.as_deref(), Some("name"), "{}", e.message);
+        assert!(e.message.contains("already been taken"), "{}", e.message);
+        let e = c
+            .update_virtual_host(&UpdateVirtualHost {
+                id: vh.id,
+                name: "not a domain".into(),
+                root_directory: Some("relative".into()),
+                application_listen_address: Some("ftp://x".into()),
+                application_id: Some(424242),
+            })
+            .await
+            .expect_err("invalid");
+        assert_eq!(e.status, Some(422));
+        assert_eq!(e.field.as_deref(), Some("application_id"), "{}", e.message);
+        assert!(e.message.contains("(and 3 more errors)"), "{}", e.message);
+        let e = c
+            .update_virtual_host(&UpdateVirtualHost {
+                id: 999_999,
+                name: "x.example.com".into(),
+                root_directory: None,
+                application_listen_address: None,
+                application_id: None,
+            })
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.kind, ErrorKind::NotFound);
+
+        // Deploy: an action on the virtual host, shown as its last action.
+        let action = c.deploy_virtual_host(vh.id, &[]).await.expect("deploy");
+        let pending = c
+            .get_virtual_host(vh.id)
+            .await
+            .expect("get")
+            .expect("vhost");
+        let last = pending.last_action.expect("last action");
+        assert_eq!(last.id, action);
+        assert_eq!(last.action_type.as_deref(), Some("deploy"));
+        let done = finished(&c, action).await;
+        assert_eq!(done.status, ActionStatus::Completed);
+        assert_eq!(done.action_type.as_deref(), Some("deploy"));
+        let got = c
+            .get_virtual_host(vh.id)
+            .await
+            .expect("get")
+            .expect("vhost");
+        assert_eq!(
+            got.last_action.and_then(|a| a.status),
+            Some(ActionStatus::Completed)
+        );
+        let listed = c.list_virtual_hosts(1).await.expect("list");
+        let mine = listed.iter().find(|v| v.id == vh.id).expect("listed");
+        assert_eq!(mine.last_action.as_ref().map(|a| a.id), Some(action));
+        let e = c
+            .deploy_virtual_host(vh.id, &[7])
+            .await
+            .expect_err("unknown server");
+        assert_eq!(e.field.as_deref(), Some("servers"), "{}", e.message);
+        let e = c
+            .deploy_virtual_host(999_999, &[])
+            .await
+            .expect_err("unknown vhost");
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert!(c.get_virtual_host(999_999).await.expect("none").is_none());
+    }
+
+    #[tokio::test]
+    async fn certificates_are_issued_by_an_action_against_the_simulator() {
+        let (sim, _server, c) = sim_client().await;
+        let vh = c
+            .create_virtual_host(1, &vhost_body("shop.example.com", None))
+            .await
+            .expect("vhost");
+
+        // Create: inactive, named after the virtual host, issued by its last action.
+        let cert = c
+            .create_ssl_certificate(1, &lets_encrypt(vh.id))
+            .await
+            .expect("create");
+        assert_eq!(cert.name, "shop.example.com");
+        assert_eq!(cert.issuer.as_deref(), Some("lets-encrypt"));
+        assert!(!cert.active);
+        assert_eq!(cert.expires_at, None);
+        assert_eq!(cert.virtual_host_id, None, "the spec does not link it back");
+        let issue = cert.last_action.clone().expect("issuing action");
+        assert_eq!(issue.action_type.as_deref(), Some("deploy"));
+        let on_vhost = c
+            .get_virtual_host(vh.id)
+            .await
+            .expect("get")
+            .expect("vhost")
+            .ssl_certificate
+            .expect("relation");
+        assert_eq!((on_vhost.id, on_vhost.active), (cert.id, false));
+
+        // Active once the action completes, for 90 days.
+        assert_eq!(finished(&c, issue.id).await.status, ActionStatus::Completed);
+        let got = c
+            .get_ssl_certificate(cert.id)
+            .await
+            .expect("get")
+            .expect("certificate");
+        assert!(got.active);
+        let expires: jiff::Timestamp = got
+            .expires_at
+            .as_deref()
+            .expect("expires_at")
+            .parse()
+            .expect("timestamp");
+        let days = expires.duration_since(jiff::Timestamp::now()).as_hours() / 24;
+        assert!((89..=90).contains(&days), "{days} days");
+        let on_vhost = c
+            .get_virtual_host(vh.id)
+            .await
+            .expect("get")
+            .expect("vhost")
+            .ssl_certificate
+            .expect("relation");
+        assert!(on_vhost.active);
+        let listed = c.list_ssl_certificates(1).await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].id, listed[0].active), (cert.id, true));
+
+        // One certificate per virtual host; unknown virtual host; custom needs its PEMs.
+        let e = c
+            .create_ssl_certificate(1, &lets_encrypt(vh.id))
+            .await
+            .expect_err("second");
+        assert_eq!(e.field.as_deref(), Some("virtual_host_id"), "{}", e.message);
+        assert!(e.message.contains("already has"), "{}", e.message);
+        let e = c
+            .create_ssl_certificate(1, &lets_encrypt(424_242))
+            .await
+            .expect_err("unknown vhost");
+        assert_eq!(e.field.as_deref(), Some("virtual_host_id"), "{}", e.message);
+        assert!(
+            e.message.contains("virtual host id is invalid"),
+            "{}",
+            e.message
+        );
+        let other = c
+            .create_virtual_host(1, &vhost_body("other.example.com", None))
+            .await
+            .expect("vhost");
+        let custom = CreateSslCertificate {
+            issuer: "custom".into(),
+            ..lets_encrypt(other.id)
+        };
+        let e = c
+            .create_ssl_certificate(1, &custom)
+            .await
+            .expect_err("custom without PEMs");
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        assert_eq!(
+            e.field.as_deref(),
+            Some("custom_certificate"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .contains("The custom certificate field is required when issuer is custom."),
+            "{}",
+            e.message
+        );
+        let bad = CreateSslCertificate {
+            issuer: "acme".into(),
+            validation_level: Some("XV".into()),
+            ..lets_encrypt(other.id)
+        };
+        let e = c.create_ssl_certificate(1, &bad).await.expect_err("enums");
+        assert_eq!(e.field.as_deref(), Some("issuer"), "{}", e.message);
+
+        // A failed issue explains itself and leaves the certificate inactive; a deploy retries.
+        sim.fail_next_certificate("DNS record for other.example.com does not point to the server");
+        let failing = c
+            .create_ssl_certificate(1, &lets_encrypt(other.id))
+            .await
+            .expect("create");
+        let issue = failing.last_action.expect("issuing action").id;
+        let failed = finished(&c, issue).await;
+        assert_eq!(failed.status, ActionStatus::Failed);
+        let why = failed.failure_reason().expect("reason");
+        assert!(why.contains("DNS record for other.example.com"), "{why}");
+        let got = c
+            .get_ssl_certificate(failing.id)
+            .await
+            .expect("get")
+            .expect("certificate");
+        assert!(!got.active);
+        assert_eq!(got.expires_at, None);
+        assert_eq!(
+            got.last_action.and_then(|a| a.status),
+            Some(ActionStatus::Failed)
+        );
+        let retry = c
+            .deploy_ssl_certificate(failing.id, &[])
+            .await
+            .expect("retry");
+        assert_eq!(finished(&c, retry).await.status, ActionStatus::Completed);
+        assert!(
+            c.get_ssl_certificate(failing.id)
+                .await
+                .expect("get")
+                .expect("certificate")
+                .active
+        );
+        let e = c
+            .deploy_ssl_certificate(424_242, &[])
+            .await
+            .expect_err("unknown");
+        assert_eq!(e.kind, ErrorKind::NotFound);
+
+        // Usage limit.
+        sim.set_usage_limit_reached(true);
+        let third = c
+            .create_virtual_host(1, &vhost_body("third.example.com", None))
+            .await
+            .expect_err("402 on vhosts too");
+        assert_eq!(third.kind, ErrorKind::QuotaExceeded);
+        let e = c
+            .create_ssl_certificate(1, &lets_encrypt(vh.id))
+            .await
+            .expect_err("402");
+        assert_eq!(e.kind, ErrorKind::QuotaExceeded);
+        sim.set_usage_limit_reached(false);
+
+        // Delete: an action, then gone; deleting a virtual host takes its certificate along.
+        assert!(matches!(
+            c.delete_ssl_certificate(cert.id).await.expect("delete"),
+            Deleted::Done { action_id: Some(_) }
+        ));
+        assert_eq!(
+            c.delete_ssl_certificate(cert.id).await.expect("gone"),
+            Deleted::AlreadyGone
+        );
+        assert!(c.get_ssl_certificate(cert.id).await.expect("get").is_none());
+        assert_eq!(
+            c.get_virtual_host(vh.id)
+                .await
+                .expect("get")
+                .expect("vhost")
+                .ssl_certificate,
+            None
+        );
+        c.delete_virtual_host(other.id).await.expect("delete vhost");
+        assert!(c
+            .get_ssl_certificate(failing.id)
+            .await
+            .expect("get")
+            .is_none());
+        assert!(c.list_ssl_certificates(1).await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn rollbacks_need_a_ref_deployed_before_against_the_simulator() {
+        let (sim, _server, c) = sim_client().await;
+        let app = c
+            .create_application(1, &app_body("web"))
+            .await
+            .expect("app");
+        let to = |kind: DeploymentType, r: &str| DeployApplication {
+            deployment_type: kind,
+            source_type: Some(SourceType::Tag),
+            source_ref: Some(r.into()),
+            pipeline_id: None,
+            servers: vec![],
+        };
+        // Nothing deployed yet: no rollback.
+        let e = c
+            .deploy_application(app.id, &to(DeploymentType::Rollback, "v1"))
+            .await
+            .expect_err("nothing to roll back to");
+        assert_eq!(e.field.as_deref(), Some("source_ref"), "{}", e.message);
+        assert!(e.message.contains("never deployed"), "{}", e.message);
+        let v1 = c
+            .deploy_application(app.id, &to(DeploymentType::Deploy, "v1"))
+            .await
+            .expect("v1");
+        // Still in flight: not yet a successful deployment.
+        let e = c
+            .deploy_application(app.id, &to(DeploymentType::Rollback, "v1"))
+            .await
+            .expect_err("v1 not done");
+        assert_eq!(e.field.as_deref(), Some("source_ref"));
+        finished(&c, v1).await;
+        sim.fail_next_deploy(app.id as u64, "build failed");
+        let v2 = c
+            .deploy_application(app.id, &to(DeploymentType::Deploy, "v2"))
+            .await
+            .expect("v2");
+        assert_eq!(finished(&c, v2).await.status, ActionStatus::Failed);
+        let e = c
+            .deploy_application(app.id, &to(DeploymentType::Rollback, "v2"))
+            .await
+            .expect_err("v2 failed");
+        assert_eq!(e.field.as_deref(), Some("source_ref"));
+        let rollback = c
+            .deploy_application(app.id, &to(DeploymentType::Rollback, "v1"))
+            .await
+            .expect("rollback to v1");
+        assert_eq!(finished(&c, rollback).await.status, ActionStatus::Completed);
+        let redeploy = DeployApplication {
+            deployment_type: DeploymentType::Redeploy,
+            source_type: None,
+            source_ref: None,
+            pipeline_id: None,
+            servers: vec![],
+        };
+        c.deploy_application(app.id, &redeploy)
+            .await
+            .expect("redeploy");
+        assert_eq!(
+            sim.deploy_types(app.id as u64),
+            vec!["deploy", "deploy", "rollback", "redeploy"]
+        );
+        // A rollback without a ref names `source_ref` too.
+        let bare = DeployApplication {
+            deployment_type: DeploymentType::Rollback,
+            ..redeploy
+        };
+        let e = c
+            .deploy_application(app.id, &bare)
+            .await
+            .expect_err("no ref");
+        assert_eq!(e.field.as_deref(), Some("source_ref"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn one_hundred_fifty_applications_page_against_the_simulator() {
+        let (sim, _server, c) = sim_client().await;
+        let ids = sim.create_applications(1, 150, "bulk-");
+        assert_eq!(ids.len(), 150);
+        let apps = c.list_applications(1).await.expect("list");
+        assert_eq!(apps.len(), 150);
+        assert_eq!(apps.iter().map(|a| a.id as u64).collect::<Vec<_>>(), ids);
+        assert_eq!(apps[0].name, "bulk-0");
+        assert_eq!(apps[149].name, "bulk-149");
+        assert_eq!(c.applications_of(1).await.expect("shared").len(), 150);
     }
 }

@@ -7,14 +7,16 @@
 //! deployment and takes it as its own instead of deploying again.
 
 use super::client::{
-    Action, ActionStatus, Application, CreateApplication, CreateVariable, Deleted,
-    DeployApplication, DeploymentType, Devopness, SourceType, UpdateVariable, Variable,
+    ActionStatus, Application, CreateApplication, CreateVariable, Deleted, DeployApplication,
+    DeploymentType, Devopness, SourceType, UpdateVariable, Variable,
 };
 use crate::api::{GitRef, ManagementPolicy, OperationStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Note, Report};
-use crate::platform::drivers::{locate, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest};
+use crate::platform::drivers::{
+    env_fingerprint, locate, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest,
+};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -129,6 +131,79 @@ pub fn adopt_requested(op: &OperationStatus, app: &Application) -> Option<i64> {
         .filter(|id| *id > recorded)
 }
 
+/// Differences between the variables at the platform and the spec that someone made there
+/// (pure). Only visible values are compared: hidden ones cannot be read back. Values are
+/// named in the Event only when they are not Secret-backed.
+pub fn variable_drift(
+    observed: &[Variable],
+    desired: &BTreeMap<String, String>,
+    secret_backed: &[String],
+) -> Vec<Note> {
+    let env_vars: Vec<&Variable> = observed
+        .iter()
+        .filter(|v| v.target.as_deref().unwrap_or("os-env-var") == "os-env-var")
+        .collect();
+    let shown = |key: &str, value: &str| {
+        if secret_backed.iter().any(|k| k == key) {
+            "(a Secret value)".to_string()
+        } else {
+            format!("{value:?}")
+        }
+    };
+    let mut notes = Vec::new();
+    for (key, value) in desired {
+        let field = format!("spec.env[{key}]");
+        match env_vars.iter().find(|v| &v.key == key) {
+            None => notes.push(Note::drift(&field, "(removed)", shown(key, value))),
+            Some(v) => {
+                if let Some(current) = v.value.as_deref().filter(|c| *c != value) {
+                    notes.push(Note::drift(
+                        &field,
+                        format!("{current:?}"),
+                        shown(key, value),
+                    ));
+                }
+            }
+        }
+    }
+    for v in env_vars.iter().filter(|v| !desired.contains_key(&v.key)) {
+        notes.push(Note::drift(
+            &format!("spec.env[{}]", v.key),
+            "(added)",
+            "(not set)",
+        ));
+    }
+    notes
+}
+
+/// Which kind of deployment brings the application to `desired` (pure). The same ref again
+/// (a variable change, a requested reconcile) is a redeploy. A tag or commit deployed before
+/// is a rollback, which reuses the kept build; a branch is always built again, because it may
+/// have moved since.
+pub fn deployment_type(
+    desired: GitRef<'_>,
+    current: Option<&str>,
+    history: &[String],
+) -> DeploymentType {
+    let wanted = desired.to_string();
+    if current == Some(wanted.as_str()) {
+        DeploymentType::Redeploy
+    } else if !matches!(desired, GitRef::Branch(_)) && history.contains(&wanted) {
+        DeploymentType::Rollback
+    } else {
+        DeploymentType::Deploy
+    }
+}
+
+/// The deployed-ref history after `deployed` went live: newest first, no repeats, at most
+/// `keep` entries (pure).
+pub fn remember(history: &[String], deployed: &str, keep: usize) -> Vec<String> {
+    std::iter::once(deployed.to_string())
+        .chain(history.iter().filter(|r| *r != deployed).cloned())
+        .take(keep.clamp(1, 10))
+        .collect()
+}
+
 fn in_flight(op: &OperationStatus) -> bool {
     op.kind == DEPLOY && !matches!(op.state.as_str(), "completed" | "failed" | "skipped")
 }
@@ -150,6 +225,26 @@ fn progressing(
         notes,
     }
 }
+
+fn deploy_failed(
+    status: WorkspaceStatus,
+    notes: Vec<Note>,
+    msg: String,
+) -> Report<WorkspaceStatus> {
+    Report {
+        status,
+        readiness: Readiness::not_ready("DeployFailed", msg.clone()),
+        sync: SyncState::Stalled {
+            reason: "DeployFailed".into(),
+            message: msg,
+        },
+        requeue_after: None,
+        notes,
+    }
+}
+
+/// How many builds Devopness keeps (and so can roll back to) unless the application says.
+const DEFAULT_KEPT_DEPLOYMENTS: usize = 5;
 
 impl Devopness {
     fn create_body(
@@ -179,6 +274,10 @@ impl Devopness {
         })
     }
 
+    /// Follows a deployment in flight. Its state comes from the shared application listing
+    /// (the latest deployment and its status); the action itself is read only when the
+    /// listing cannot say (another deployment came after it) or to learn why it failed.
+    /// Returns a report while it is still running or when it failed.
     async fn track(
         &self,
         request: &WorkspaceRequest<'_>,
@@ -188,15 +287,33 @@ impl Devopness {
         notes: &mut Vec<Note>,
     ) -> Result<Option<Report<WorkspaceStatus>>, ReconcileError> {
         let desired_ref = request.spec.source.git_ref().to_string();
-        let id: Option<i64> = op.id.as_deref().and_then(|s| s.parse().ok());
-        let Some(id) = id else { return Ok(None) };
-        let action: Option<Action> = self.get_action(id).await?;
-        let Some(action) = action else {
+        let Some(id) = op.id.as_deref().and_then(|s| s.parse::<i64>().ok()) else {
+            return Ok(None);
+        };
+        let listed = app
+            .last_deployments
+            .latest
+            .as_ref()
+            .filter(|a| a.id == id)
+            .and_then(|a| a.status.clone());
+        let state = match listed {
+            Some(ActionStatus::Failed) | None => match self.get_action(id).await? {
+                Some(action) => Some((action.status.clone(), action.failure_reason())),
+                None => None,
+            },
+            Some(other) => Some((other, None)),
+        };
+        let Some((state, reason)) = state else {
             status.operation = None;
             return Ok(None);
         };
-        match action.status {
+        match state {
             ActionStatus::Completed => {
+                let keep = app
+                    .deployments_keep
+                    .and_then(|k| usize::try_from(k).ok())
+                    .unwrap_or(DEFAULT_KEPT_DEPLOYMENTS);
+                status.deployed_refs = remember(&status.deployed_refs, &desired_ref, keep);
                 status.operation = Some(OperationStatus {
                     state: "completed".into(),
                     ..op
@@ -214,22 +331,17 @@ impl Devopness {
                 Ok(None)
             }
             ActionStatus::Failed => {
-                let why = action.failure_reason().unwrap_or_else(|| "failed".into());
+                let why = reason.unwrap_or_else(|| "failed".into());
                 status.operation = Some(OperationStatus {
                     state: "failed".into(),
                     ..op
                 });
                 let msg = format!("deployment action {id} failed: {why}");
-                Ok(Some(Report {
-                    status: status.clone(),
-                    readiness: Readiness::not_ready("DeployFailed", msg.clone()),
-                    sync: SyncState::Stalled {
-                        reason: "DeployFailed".into(),
-                        message: msg,
-                    },
-                    requeue_after: None,
-                    notes: std::mem::take(notes),
-                }))
+                Ok(Some(deploy_failed(
+                    status.clone(),
+                    std::mem::take(notes),
+                    msg,
+                )))
             }
             other => {
                 status.operation = Some(OperationStatus {
@@ -276,8 +388,19 @@ impl WorkspaceDriver for Devopness {
                 )
             })?),
         };
-        let apps = self.list_applications(env_id).await?;
+        // Whether an earlier create or deploy may have gone through unseen: only a fresh
+        // listing can tell, never one shared from before that call.
+        let unsure = request.create_pending
+            || status
+                .operation
+                .as_ref()
+                .is_some_and(|o| o.state == REQUESTING);
+        if unsure {
+            self.forget_applications(env_id).await;
+        }
+        let apps = self.applications_of(env_id).await?;
         let adopt = request.spec.adopt_by_name || observe_only;
+        let mut just_created = false;
         let app = match locate(
             &apps,
             known,
@@ -318,6 +441,7 @@ impl WorkspaceDriver for Devopness {
                 let body = self.create_body(request)?;
                 guard.before_create().await?;
                 let app = self.create_application(env_id, &body).await?;
+                self.forget_applications(env_id).await;
                 guard.created(&app.id.to_string()).await?;
                 notes.push(Note::normal(
                     "Created",
@@ -329,13 +453,10 @@ impl WorkspaceDriver for Devopness {
                 ));
                 status.external_id = Some(app.id.to_string());
                 status.source_ref = None;
+                status.deployed_refs = Vec::new();
                 status.operation = None;
-                return Ok(progressing(
-                    status,
-                    notes,
-                    "Creating",
-                    format!("application {} created", app.id),
-                ));
+                just_created = true;
+                app
             }
         };
         if status.external_id.as_deref() != Some(app.id.to_string().as_str()) {
@@ -350,6 +471,45 @@ impl WorkspaceDriver for Devopness {
             ));
         }
 
+        // A deployment in flight (or possibly sent before a crash) is followed to its end
+        // before anything else changes, and costs no call of its own while it runs.
+        let mut deployed_now = false;
+        if let Some(op) = status.operation.clone().filter(in_flight) {
+            let op = if op.state == REQUESTING {
+                match adopt_requested(&op, &app) {
+                    Some(id) => OperationStatus {
+                        id: Some(id.to_string()),
+                        state: "pending".into(),
+                        ..op
+                    },
+                    None => OperationStatus {
+                        state: "unsent".into(),
+                        ..op
+                    },
+                }
+            } else {
+                op
+            };
+            if op.state != "unsent" {
+                let generation = op.generation;
+                if let Some(report) = self
+                    .track(request, &app, op, &mut status, &mut notes)
+                    .await?
+                {
+                    return Ok(report);
+                }
+                // This generation's variables were set just before the deploy that has now
+                // completed: there is nothing new to read until the next poll.
+                deployed_now = generation == Some(request.generation)
+                    && status
+                        .operation
+                        .as_ref()
+                        .is_some_and(|o| o.state == "completed");
+            } else {
+                status.operation = None;
+            }
+        }
+
         // Variables, by name; hidden (Secret-backed) values are rewritten on a spec change.
         let secret_backed: Vec<String> = request
             .spec
@@ -358,15 +518,37 @@ impl WorkspaceDriver for Devopness {
             .filter(|e| e.value_from.is_some())
             .map(|e| e.name.clone())
             .collect();
-        let observed_vars = self.list_application_variables(app.id).await?;
-        let plan = plan_variables(
-            &observed_vars,
-            &request.env,
-            &secret_backed,
-            !request.is_drift(),
-        );
+        // Variables are read per application, so only when something may have changed (the
+        // spec, a Secret, a request), or every deep-check interval; a new application has none
+        // to read, and a deploy that just completed carried this generation's.
+        let env_print = env_fingerprint(&request.env);
+        let check_vars = just_created
+            || (!deployed_now && self.deep_checks.due(request, &status, app.id, env_print));
+        let secrets_changed = !request.is_drift()
+            || self
+                .deep_checks
+                .last(app.id)
+                .is_some_and(|(_, print)| print != env_print);
+        let observed_vars = if check_vars && !just_created {
+            self.list_application_variables(app.id).await?
+        } else {
+            Vec::new()
+        };
+        let plan = if check_vars {
+            plan_variables(
+                &observed_vars,
+                &request.env,
+                &secret_backed,
+                secrets_changed,
+            )
+        } else {
+            VariablePlan::default()
+        };
         let vars_changed = act && !plan.is_empty();
         if vars_changed {
+            if request.is_drift() {
+                notes.extend(variable_drift(&observed_vars, &request.env, &secret_backed));
+            }
             for v in &plan.create {
                 self.create_application_variable(app.id, v).await?;
             }
@@ -394,33 +576,8 @@ impl WorkspaceDriver for Devopness {
             ));
         }
 
-        // A deployment in flight (or possibly sent before a crash).
-        if let Some(op) = status.operation.clone().filter(in_flight) {
-            let op = if op.state == REQUESTING {
-                match adopt_requested(&op, &app) {
-                    Some(id) => OperationStatus {
-                        id: Some(id.to_string()),
-                        state: "pending".into(),
-                        ..op
-                    },
-                    None => OperationStatus {
-                        state: "unsent".into(),
-                        ..op
-                    },
-                }
-            } else {
-                op
-            };
-            if op.state != "unsent" {
-                if let Some(report) = self
-                    .track(request, &app, op, &mut status, &mut notes)
-                    .await?
-                {
-                    return Ok(report);
-                }
-            } else {
-                status.operation = None;
-            }
+        if check_vars && (act || !vars_changed) {
+            self.deep_checks.done(app.id, env_print);
         }
 
         let desired_ref = request.spec.source.git_ref().to_string();
@@ -433,16 +590,7 @@ impl WorkspaceDriver for Devopness {
             || vars_changed;
         if failed_here && !request.mode.requested && !vars_changed {
             let msg = "the last deployment of this generation failed; change the spec or set bosun.dev/reconcile-requested-at to retry".to_string();
-            return Ok(Report {
-                status,
-                readiness: Readiness::not_ready("DeployFailed", msg.clone()),
-                sync: SyncState::Stalled {
-                    reason: "DeployFailed".into(),
-                    message: msg,
-                },
-                requeue_after: None,
-                notes,
-            });
+            return Ok(deploy_failed(status, notes, msg));
         }
         if wants_deploy && act {
             let latest = app
@@ -460,13 +608,18 @@ impl WorkspaceDriver for Devopness {
                 deadline: None,
             };
             guard.save_operation(&op).await?;
+            let deployment_type = deployment_type(
+                request.spec.source.git_ref(),
+                status.source_ref.as_deref(),
+                &status.deployed_refs,
+            );
             let (source_type, source_ref) = source_of(request.spec.source.git_ref());
             let d = request.spec.devopness.clone().unwrap_or_default();
             let action = self
                 .deploy_application(
                     app.id,
                     &DeployApplication {
-                        deployment_type: DeploymentType::Deploy,
+                        deployment_type,
                         source_type: Some(source_type),
                         source_ref: Some(source_ref),
                         pipeline_id: d.pipeline_id,
@@ -474,19 +627,25 @@ impl WorkspaceDriver for Devopness {
                     },
                 )
                 .await?;
+            self.forget_applications(env_id).await;
             op.id = Some(action.to_string());
             op.state = "pending".into();
             status.operation = Some(op);
+            let verb = match deployment_type {
+                DeploymentType::Deploy => "deployment",
+                DeploymentType::Redeploy => "redeployment",
+                DeploymentType::Rollback => "rollback",
+            };
             notes.push(Note::normal(
                 "DeployStarted",
                 "Deploy",
-                format!("started deployment action {action} of {desired_ref}"),
+                format!("started {verb} action {action} of {desired_ref}"),
             ));
             return Ok(progressing(
                 status,
                 notes,
                 "Deploying",
-                format!("deployment action {action} started"),
+                format!("{verb} action {action} started"),
             ));
         }
         let ready = status.source_ref.as_deref() == Some(desired_ref.as_str());
@@ -627,5 +786,79 @@ mod tests {
             None,
             "nothing new: the call never arrived"
         );
+    }
+
+    #[test]
+    fn edits_at_the_platform_are_named_without_secret_values() {
+        let observed = vec![
+            var(1, "MODE", Some("debug"), false),
+            var(2, "TOKEN", None, true),
+            var(3, "EXTRA", Some("x"), false),
+        ];
+        let desired = BTreeMap::from([
+            ("MODE".to_string(), "prod".to_string()),
+            ("TOKEN".to_string(), "s3cret".to_string()),
+            ("KEY".to_string(), "k-value".to_string()),
+        ]);
+        let secret = vec!["TOKEN".to_string(), "KEY".to_string()];
+        let notes = variable_drift(&observed, &desired, &secret);
+        let messages: Vec<&str> = notes.iter().map(|n| n.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "spec.env[KEY] was changed at the platform: set back from (removed) to (a Secret value)",
+                "spec.env[MODE] was changed at the platform: set back from \"debug\" to \"prod\"",
+                "spec.env[EXTRA] was changed at the platform: set back from (added) to (not set)",
+            ]
+        );
+        assert!(notes.iter().all(|n| n.warning));
+        assert!(!messages
+            .iter()
+            .any(|m| m.contains("s3cret") || m.contains("k-value")));
+        // Hidden values cannot be compared: no drift claimed for TOKEN.
+        assert!(!messages.iter().any(|m| m.contains("TOKEN")));
+    }
+
+    #[test]
+    fn deployment_type_follows_the_ref_history() {
+        let history = vec![
+            "tag:v2".to_string(),
+            "tag:v1".to_string(),
+            "branch:main".to_string(),
+        ];
+        let cur = Some("tag:v2");
+        assert_eq!(
+            deployment_type(GitRef::Tag("v2"), cur, &history),
+            DeploymentType::Redeploy
+        );
+        assert_eq!(
+            deployment_type(GitRef::Tag("v1"), cur, &history),
+            DeploymentType::Rollback
+        );
+        assert_eq!(
+            deployment_type(GitRef::Tag("v3"), cur, &history),
+            DeploymentType::Deploy
+        );
+        // A branch may have moved: built again, never rolled back to.
+        assert_eq!(
+            deployment_type(GitRef::Branch("main"), cur, &history),
+            DeploymentType::Deploy
+        );
+        assert_eq!(
+            deployment_type(GitRef::Tag("v1"), None, &[]),
+            DeploymentType::Deploy
+        );
+    }
+
+    #[test]
+    fn history_is_newest_first_unique_and_bounded() {
+        let h = remember(&[], "tag:v1", 3);
+        let h = remember(&h, "tag:v2", 3);
+        let h = remember(&h, "tag:v1", 3);
+        assert_eq!(h, vec!["tag:v1", "tag:v2"]);
+        let h = remember(&h, "tag:v3", 3);
+        let h = remember(&h, "tag:v4", 3);
+        assert_eq!(h, vec!["tag:v4", "tag:v3", "tag:v1"]);
+        assert_eq!(remember(&h, "tag:v5", 0), vec!["tag:v5"]);
     }
 }

@@ -1,5 +1,6 @@
 //! Devopness: API client, simulator and mapping.
 
 pub mod client;
+pub mod domains;
 pub mod mapping;
 pub mod sim;

@@ -10,34 +10,65 @@
 //! Implemented: projects and environments (read), applications (list, create, get, update,
 //! delete), deployments (`POST /applications/{id}/deployments`) and actions (`GET
 //! /actions/{id}`), variables of applications (`/variables/application/{id}`,
-//! `/variables/{id}`), virtual hosts (create, list, get, delete). The simulator starts with
-//! project 1 ("Acme"), its environment 1 ("production"), server 1 in it and source-provider
-//! credential 1 (GitHub).
+//! `/variables/{id}`), virtual hosts (create, list, get, update, delete, `POST
+//! /virtual-hosts/{id}/deploy`) and SSL certificates (`GET`/`POST
+//! /environments/{id}/ssl-certificates`, `GET`/`DELETE /ssl-certificates/{id}`, `POST
+//! /ssl-certificates/{id}/deploy`). The simulator starts with project 1 ("Acme"), its
+//! environment 1 ("production"), server 1 in it and source-provider credential 1 (GitHub).
 //!
 //! Time is simulated lazily: an action is `pending` for one step time (default 300 ms), then
 //! `in-progress` for another, then `completed` (or `failed`, see
-//! [`DevopnessSim::fail_next_deploy`]).
+//! [`DevopnessSim::fail_next_deploy`] and [`DevopnessSim::fail_next_certificate`]). Every
+//! action has `type` `deploy` or `delete` and a resource (`application`, `virtual-host` or
+//! `ssl-certificate`); a virtual host's and a certificate's `last_action` is the most recent
+//! action on it (`ActionRelation` in the full object, `ActionRelationShallow` in relations).
 //!
 //! Where the spec is silent the simulator makes these choices:
 //! - authentication is checked before the media types; then `Accept` must name
 //!   `application/json` on every call and `Content-Type` must be `application/json` on `POST` and
 //!   `PUT` (both `415` otherwise); a body that is not JSON is `400`;
 //! - unknown ids (and ids that are not integers ≥ 1) are `404` with `{message}`, except `GET
-//!   /actions/{id}` and `/virtual-hosts/{id}`, whose `404` the spec declares without a body, so
-//!   it has none;
+//!   /actions/{id}`, `/virtual-hosts/{id}` (all methods), `POST /virtual-hosts/{id}/deploy`
+//!   and `POST /ssl-certificates/{id}/deploy`, whose `404` the spec declares without a body, so
+//!   it has none (`GET`/`DELETE /ssl-certificates/{id}` declare no `404`: `{message}`);
 //! - `Link` URLs are absolute, built from the `Host` header, and keep `per_page` when the
 //!   client gave it; a page beyond the last is an empty array; `prev`/`next` are left out on
 //!   the first/last page;
 //! - the usage-limit knob ([`DevopnessSim::set_usage_limit_reached`]) makes every create
-//!   (applications, variables, virtual hosts) answer `402`;
+//!   (applications, variables, virtual hosts, SSL certificates) answer `402`;
 //! - an application's name is unique within its environment; `credential_id` must be 1 (the only
 //!   credential); `linked_resources` may only name servers of the environment;
 //! - a deployment targets `servers` if given, else the application's linked servers, else every
 //!   server of the environment; `pipeline_id` defaults to the application's own deploy pipeline
 //!   (`1000 + application id`) and any positive id is accepted; `source_type`/`source_ref`
-//!   default to `branch`/the default branch;
-//! - deleting an application or a virtual host removes it at once and dispatches a `delete`
-//!   action (which completes like any other); variables of a deleted application go with it;
+//!   default to `branch`/the default branch; the targets become linked servers of the
+//!   application (the research notes name `servers` on a deploy as one way to link them), so
+//!   `GET /applications/{id}` lists them in `servers` afterwards;
+//! - each deployment's `type` is recorded ([`DevopnessSim::deploy_types`]); a `rollback` needs a
+//!   `source_ref` that an earlier deployment of the application completed with, else `422` on
+//!   `source_ref` (inferred: the spec only names the type);
+//! - deleting an application, a virtual host or a certificate removes it at once and dispatches
+//!   a `delete` action (which completes like any other); variables of a deleted application go
+//!   with it, and so does a deleted virtual host's certificate (without an action of its own);
+//! - `PUT /virtual-hosts/{id}` validates like create (`name` per the existing `type`, unique in
+//!   the environment) and needs `id` equal to the path's; an absent optional field keeps its
+//!   value and `null` clears `application_listen_address`/`application_id`; no action (it
+//!   reaches the servers on the next deploy). `POST /virtual-hosts/{id}/deploy` dispatches a
+//!   `deploy` action on the virtual host, to `servers` if given, else the linked application's
+//!   servers, else every server of the environment;
+//! - SSL certificates: the spec links a certificate to its virtual host only through
+//!   `virtual_host_id` on create, so the certificate takes the virtual host's name (find it by
+//!   name, or through the virtual host's `ssl_certificate`). Create validates `virtual_host_id`
+//!   (a virtual host of the environment without a certificate; Let's Encrypt needs a
+//!   name-based one, inferred since it does not issue for IP addresses), `issuer`, `type`/`validation_level` (default `single-domain`/`DV`) and,
+//!   for `custom`, `custom_private_key` and `custom_certificate` (100 to 4096 characters). A
+//!   `lets-encrypt` create dispatches a `deploy` action on the certificate (the issue) and
+//!   answers `201` with it as `last_action` (no action header: the spec declares none); the
+//!   certificate is `active: false` until an action deploying it completes, then `active: true`
+//!   with `expires_at` 90 days after that completion (`last_renewed_at` set from the second
+//!   one on). A failed issue leaves it inactive; `POST /ssl-certificates/{id}/deploy` issues it
+//!   again. [`DevopnessSim::fail_next_certificate`] fails the next issue (create or deploy). A
+//!   `custom` certificate is active at once with `expires_at: null` (its PEM is not parsed);
 //! - hidden variables are listed and read with `value: null`.
 
 use std::collections::BTreeMap;
@@ -173,7 +204,7 @@ enum ActionKind {
 struct ActionRecord {
     id: u64,
     kind: ActionKind,
-    /// `application` or `virtual-host`.
+    /// `application`, `virtual-host` or `ssl-certificate`.
     resource_type: &'static str,
     resource_id: u64,
     environment_id: u64,
@@ -237,13 +268,20 @@ impl ActionRecord {
             Phase::Completed
         }
     }
-    fn at(&self, steps: u32) -> String {
+    fn ts(&self, steps: u32) -> jiff::Timestamp {
         let offset = jiff::SignedDuration::try_from(self.step * steps).unwrap_or_default();
-        fmt_ts(
-            self.created_at
-                .checked_add(offset)
-                .unwrap_or(self.created_at),
-        )
+        self.created_at
+            .checked_add(offset)
+            .unwrap_or(self.created_at)
+    }
+    fn at(&self, steps: u32) -> String {
+        fmt_ts(self.ts(steps))
+    }
+    /// A deployment of `application_id` (not of another resource).
+    fn deploys_app(&self, application_id: u64) -> bool {
+        self.kind == ActionKind::Deploy
+            && self.resource_type == "application"
+            && self.resource_id == application_id
     }
 }
 
@@ -271,16 +309,36 @@ struct VirtualHost {
     root_directory: Option<String>,
     application_listen_address: Option<String>,
     created_at: String,
+    updated_at: String,
 }
+
+#[derive(Clone, Debug)]
+struct Certificate {
+    id: u64,
+    environment_id: u64,
+    virtual_host_id: u64,
+    /// The virtual host's name.
+    name: String,
+    /// `lets-encrypt` or `custom`.
+    issuer: String,
+    kind: String,
+    validation_level: String,
+    created_at: String,
+}
+
+/// How long a certificate issued by Let's Encrypt is valid.
+const CERTIFICATE_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(90 * 24);
 
 struct Data {
     apps: BTreeMap<u64, App>,
     actions: BTreeMap<u64, ActionRecord>,
     variables: BTreeMap<u64, Variable>,
     vhosts: BTreeMap<u64, VirtualHost>,
+    certs: BTreeMap<u64, Certificate>,
     next_id: u64,
     step: Duration,
     fail_next: BTreeMap<u64, Vec<String>>,
+    fail_next_cert: Vec<String>,
     deploys: BTreeMap<u64, u32>,
     usage_limit_reached: bool,
     created_at: String,
@@ -295,6 +353,24 @@ impl Data {
         self.apps
             .get(&id)
             .ok_or(ApiError::NotFound("Application not found."))
+    }
+    /// The most recent action on a resource.
+    fn last_action(&self, resource_type: &str, id: u64) -> Option<&ActionRecord> {
+        self.actions
+            .values()
+            .rev()
+            .find(|a| a.resource_type == resource_type && a.resource_id == id)
+    }
+    /// Where an action on a virtual host (or its certificate) runs: the linked application's
+    /// servers, else every server of the environment.
+    fn vhost_targets(&self, vhost_id: u64) -> Vec<u64> {
+        self.vhosts
+            .get(&vhost_id)
+            .and_then(|v| v.application_id)
+            .and_then(|a| self.apps.get(&a))
+            .map(|a| a.servers.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| vec![DEFAULT_SERVER_ID])
     }
 }
 
@@ -322,11 +398,13 @@ impl DevopnessSim {
                     actions: BTreeMap::new(),
                     variables: BTreeMap::new(),
                     vhosts: BTreeMap::new(),
+                    certs: BTreeMap::new(),
                     // Ids are shared by all resources and start high, so an application id is
                     // never mistaken for the project, environment or server id 1.
                     next_id: 100,
                     step: DEFAULT_STEP_TIME,
                     fail_next: BTreeMap::new(),
+                    fail_next_cert: Vec::new(),
                     deploys: BTreeMap::new(),
                     usage_limit_reached: false,
                     created_at: fmt_ts(jiff::Timestamp::now()),
@@ -367,12 +445,57 @@ impl DevopnessSim {
             .actions
             .values()
             .rev()
-            .find(|a| {
-                a.kind == ActionKind::Deploy
-                    && a.resource_id == application_id
-                    && a.phase(now) == Phase::Completed
-            })
+            .find(|a| a.deploys_app(application_id) && a.phase(now) == Phase::Completed)
             .map(|a| a.source_ref.clone())
+    }
+
+    /// The `type` of every accepted deployment of the application (`deploy`, `redeploy`,
+    /// `rollback`), oldest first.
+    pub fn deploy_types(&self, application_id: u64) -> Vec<String> {
+        self.data()
+            .actions
+            .values()
+            .filter(|a| a.deploys_app(application_id))
+            .map(|a| a.deployment_type.clone())
+            .collect()
+    }
+
+    /// Makes the next certificate-issuing action (a `lets-encrypt` create or `POST
+    /// /ssl-certificates/{id}/deploy`) fail with `reason`. Calls add up.
+    pub fn fail_next_certificate(&self, reason: &str) {
+        self.data().fail_next_cert.push(reason.to_owned());
+    }
+
+    /// Adds `n` applications named `{prefix}0` … `{prefix}{n-1}` to the environment directly
+    /// (no validation, no usage limit); their ids, ascending. For tests that need many.
+    pub fn create_applications(&self, environment_id: u64, n: usize, prefix: &str) -> Vec<u64> {
+        let mut d = self.data();
+        let now_s = fmt_ts(jiff::Timestamp::now());
+        (0..n)
+            .map(|i| {
+                let app = App {
+                    id: d.next(),
+                    environment_id,
+                    name: format!("{prefix}{i}"),
+                    programming_language: "nodejs".to_owned(),
+                    engine_version: "20".to_owned(),
+                    framework: "none".to_owned(),
+                    repository: "acme/web".to_owned(),
+                    credential_id: DEFAULT_CREDENTIAL_ID,
+                    default_branch: "main".to_owned(),
+                    root_directory: "/".to_owned(),
+                    build_command: None,
+                    install_dependencies_command: None,
+                    deployments_keep: 5,
+                    servers: Vec::new(),
+                    created_at: now_s.clone(),
+                    updated_at: now_s.clone(),
+                };
+                let id = app.id;
+                d.apps.insert(id, app);
+                id
+            })
+            .collect()
     }
 
     /// How many deployments of the application were accepted.
@@ -392,6 +515,15 @@ impl DevopnessSim {
     /// Ids of the applications that exist, ascending.
     pub fn application_ids(&self) -> Vec<u64> {
         self.data().apps.keys().copied().collect()
+    }
+
+    /// Every variable value stored, hidden ones included (the API never shows those).
+    pub fn variable_values(&self) -> Vec<String> {
+        self.data()
+            .variables
+            .values()
+            .map(|v| v.value.clone())
+            .collect()
     }
 
     /// The `status` an action has now (`pending`, `in-progress`, `completed`, `failed`).
@@ -523,7 +655,7 @@ fn last_deployments(d: &Data, app_id: u64, now: Instant) -> Value {
         d.actions
             .values()
             .rev()
-            .filter(move |a| a.kind == ActionKind::Deploy && a.resource_id == app_id)
+            .filter(move |a| a.deploys_app(app_id))
     };
     let latest = deploys().next().map(|a| action_shallow(a, now));
     let live = deploys()
@@ -557,15 +689,77 @@ fn vhost_relation(d: &Data, v: &VirtualHost, now: Instant) -> Value {
         .application_id
         .and_then(|id| d.apps.get(&id))
         .map(|a| app_relation(d, a, now));
+    let certificate = d
+        .certs
+        .values()
+        .find(|c| c.virtual_host_id == v.id)
+        .map(|c| cert_relation(d, c, now));
+    let last_action = d
+        .last_action("virtual-host", v.id)
+        .map(|a| action_shallow(a, now));
     json!({ "id": v.id, "type": v.kind, "type_human_readable": vhost_type_human(&v.kind),
         "name": v.name, "application": application, "root_directory": v.root_directory,
-        "application_listen_address": v.application_listen_address, "ssl_certificate": null,
-        "created_at": v.created_at, "updated_at": v.created_at })
+        "application_listen_address": v.application_listen_address,
+        "ssl_certificate": certificate, "last_action": last_action,
+        "created_at": v.created_at, "updated_at": v.updated_at })
 }
 
 fn vhost_full(d: &Data, v: &VirtualHost, now: Instant) -> Value {
     let mut value = vhost_relation(d, v, now);
-    value["last_action"] = Value::Null;
+    value["last_action"] = d
+        .last_action("virtual-host", v.id)
+        .map_or(Value::Null, |a| action_relation(d, a, now));
+    value["created_by_user"] = user();
+    value
+}
+
+/// Whether a certificate is in force, and since when: a custom certificate at once; one
+/// issued by Let's Encrypt once an action deploying it has completed, valid for 90 days from
+/// the most recent such completion (`last_renewed_at` when it is not the first).
+fn cert_state(d: &Data, c: &Certificate, now: Instant) -> (bool, Value, Value) {
+    if c.issuer == "custom" {
+        return (true, Value::Null, Value::Null);
+    }
+    let issued: Vec<jiff::Timestamp> = d
+        .actions
+        .values()
+        .filter(|a| {
+            a.resource_type == "ssl-certificate"
+                && a.resource_id == c.id
+                && a.kind == ActionKind::Deploy
+                && a.phase(now) == Phase::Completed
+        })
+        .map(|a| a.ts(2))
+        .collect();
+    match issued.last() {
+        None => (false, Value::Null, Value::Null),
+        Some(last) => {
+            let expires = last.checked_add(CERTIFICATE_LIFETIME).unwrap_or(*last);
+            let renewed = (issued.len() > 1).then(|| fmt_ts(*last));
+            (true, json!(fmt_ts(expires)), json!(renewed))
+        }
+    }
+}
+
+fn cert_relation(d: &Data, c: &Certificate, now: Instant) -> Value {
+    let (active, expires_at, last_renewed_at) = cert_state(d, c, now);
+    let last_action = d
+        .last_action("ssl-certificate", c.id)
+        .map(|a| action_shallow(a, now));
+    let updated_at = d
+        .last_action("ssl-certificate", c.id)
+        .map_or_else(|| c.created_at.clone(), |a| a.at(0));
+    json!({ "id": c.id, "name": c.name, "type": c.kind, "issuer": c.issuer,
+        "validation_level": c.validation_level, "active": active, "last_action": last_action,
+        "expires_at": expires_at, "last_renewed_at": last_renewed_at,
+        "created_at": c.created_at, "updated_at": updated_at })
+}
+
+fn cert_full(d: &Data, c: &Certificate, now: Instant) -> Value {
+    let mut value = cert_relation(d, c, now);
+    value["last_action"] = d
+        .last_action("ssl-certificate", c.id)
+        .map_or(Value::Null, |a| action_relation(d, a, now));
     value["created_by_user"] = user();
     value
 }
@@ -599,9 +793,10 @@ fn app_full(d: &Data, app: &App, now: Instant) -> Value {
 fn action_full(d: &Data, a: &ActionRecord, now: Instant) -> Value {
     let mut value = action_shallow(a, now);
     let phase = a.phase(now);
-    let action_data = (a.kind == ActionKind::Deploy).then(|| {
-        let hash = fake_commit(&a.repository, &a.source_ref);
-        json!({ "release_name": format!("release-{}", a.id),
+    let action_data =
+        (a.kind == ActionKind::Deploy && a.resource_type == "application").then(|| {
+            let hash = fake_commit(&a.repository, &a.source_ref);
+            json!({ "release_name": format!("release-{}", a.id),
             "commit": { "repository": a.repository, "author_name": "Sim User",
                 "author_email": "sim@example.com", "committed_at": a.at(0), "hash": hash,
                 "message": format!("Commit {}", &hash[..7]),
@@ -611,16 +806,25 @@ fn action_full(d: &Data, a: &ActionRecord, now: Instant) -> Value {
             "deployment": { "type": a.deployment_type, "source_type": a.source_type,
                 "source_ref": a.source_ref, "repository": a.repository,
                 "provider_name": "github", "pipeline_id": a.pipeline_id.unwrap_or_default() } })
-    });
+        });
     let resource_data = match a.resource_type {
         "application" => d
             .apps
             .get(&a.resource_id)
             .map(|app| app_relation(d, app, now)),
-        _ => d
+        "virtual-host" => d
             .vhosts
             .get(&a.resource_id)
             .map(|v| vhost_relation(d, v, now)),
+        _ => d
+            .certs
+            .get(&a.resource_id)
+            .map(|c| cert_relation(d, c, now)),
+    };
+    let resource_human = match a.resource_type {
+        "application" => "Application",
+        "virtual-host" => "Virtual Host",
+        _ => "SSL Certificate",
     };
     let count = |p: Phase| u64::from(phase == p) * a.servers.len() as u64;
     let targets: Vec<Value> = a
@@ -646,8 +850,7 @@ fn action_full(d: &Data, a: &ActionRecord, now: Instant) -> Value {
             "hook_id": null, "hook_request_id": null },
         "parent": null, "children": [],
         "resource": { "id": a.resource_id, "type": a.resource_type,
-            "type_human_readable": if a.resource_type == "application" { "Application" } else { "Virtual Host" },
-            "data": resource_data },
+            "type_human_readable": resource_human, "data": resource_data },
         "summary": { "targets": { "count": a.servers.len(), "pending": count(Phase::Pending),
             "in_progress": count(Phase::InProgress), "completed": count(Phase::Completed),
             "failed": count(Phase::Failed) } },
@@ -657,6 +860,18 @@ fn action_full(d: &Data, a: &ActionRecord, now: Instant) -> Value {
     debug_assert_eq!(a.environment_id, DEFAULT_ENVIRONMENT_ID);
     if let (Some(o), Value::Object(extra)) = (value.as_object_mut(), extra) {
         o.extend(extra);
+    }
+    value
+}
+
+/// `ActionRelation`: the action without its pipeline and family (`pipeline_id`, `retry_of`,
+/// `parent`, `children`), as a resource's `last_action`.
+fn action_relation(d: &Data, a: &ActionRecord, now: Instant) -> Value {
+    let mut value = action_full(d, a, now);
+    if let Some(o) = value.as_object_mut() {
+        for key in ["pipeline_id", "retry_of", "parent", "children"] {
+            o.remove(key);
+        }
     }
     value
 }
@@ -1062,7 +1277,23 @@ pub fn router(sim: DevopnessSim) -> Router {
         )
         .route(
             "/virtual-hosts/{virtual_host_id}",
-            get(get_vhost).delete(delete_vhost),
+            get(get_vhost).put(update_vhost).delete(delete_vhost),
+        )
+        .route(
+            "/virtual-hosts/{virtual_host_id}/deploy",
+            axum::routing::post(deploy_vhost),
+        )
+        .route(
+            "/environments/{environment_id}/ssl-certificates",
+            get(list_certs).post(create_cert),
+        )
+        .route(
+            "/ssl-certificates/{ssl_certificate_id}",
+            get(get_cert).delete(delete_cert),
+        )
+        .route(
+            "/ssl-certificates/{ssl_certificate_id}/deploy",
+            axum::routing::post(deploy_cert),
         )
         .with_state(sim);
     with_sim(api, control, render_error)
@@ -1357,26 +1588,48 @@ async fn deploy_application(
     let kind = f.one_of("type", true, &["deploy", "redeploy", "rollback"]);
     let has_ref = f.body.get("source_ref").is_some_and(|v| !v.is_null());
     let has_type = f.body.get("source_type").is_some_and(|v| !v.is_null());
+    let rollback = kind.as_deref() == Some("rollback");
     let source_type = f.one_of("source_type", has_ref, &["branch", "commit", "tag"]);
-    let source_ref = f.string("source_ref", has_type, 200);
+    let source_ref = f.string("source_ref", has_type && !rollback, 200);
+    if rollback {
+        let now = Instant::now();
+        match &source_ref {
+            None if !f.errors.contains_key("source_ref") => f.fail(
+                "source_ref",
+                "The source ref field is required when type is rollback.".into(),
+            ),
+            Some(r)
+                if !d.actions.values().any(|a| {
+                    a.deploys_app(id) && a.source_ref == *r && a.phase(now) == Phase::Completed
+                }) =>
+            {
+                f.fail(
+                    "source_ref",
+                    format!(
+                        "The source ref {r} was never deployed successfully to this application, so it cannot be rolled back to."
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
     let pipeline_id = f.int("pipeline_id", false, 1, u64::MAX);
     f.string("environment", false, 255);
-    let servers = match f.ids("servers") {
-        Some(ids) => {
-            if ids.iter().any(|s| *s != DEFAULT_SERVER_ID) {
-                f.fail("servers", "The selected servers are invalid.".into());
-            }
-            ids
-        }
-        None if !app.servers.is_empty() => app.servers.clone(),
-        None => vec![DEFAULT_SERVER_ID],
-    };
+    let servers = target_servers(&mut f, app.servers.clone());
     f.finish()?;
     let fail_reason = d
         .fail_next
         .get_mut(&id)
         .and_then(|reasons| (!reasons.is_empty()).then(|| reasons.remove(0)));
     *d.deploys.entry(id).or_insert(0) += 1;
+    // A deployment links the servers it targets to the application.
+    if let Some(app) = d.apps.get_mut(&id) {
+        for s in &servers {
+            if !app.servers.contains(s) {
+                app.servers.push(*s);
+            }
+        }
+    }
     let deployment = (
         kind.unwrap_or_else(|| "deploy".to_owned()),
         source_type.unwrap_or_else(|| "branch".to_owned()),
@@ -1394,6 +1647,21 @@ async fn deploy_application(
         fail_reason,
     );
     Ok(no_content_with_action(action))
+}
+
+/// The `servers` of a deployment-like body (`ResourceIdList`): servers of the environment, or
+/// `default` (every server of the environment when that is empty) when absent.
+fn target_servers(f: &mut Fields, default: Vec<u64>) -> Vec<u64> {
+    match f.ids("servers") {
+        Some(ids) => {
+            if ids.iter().any(|s| *s != DEFAULT_SERVER_ID) {
+                f.fail("servers", "The selected servers are invalid.".into());
+            }
+            ids
+        }
+        None if !default.is_empty() => default,
+        None => vec![DEFAULT_SERVER_ID],
+    }
 }
 
 async fn get_action(
@@ -1612,6 +1880,77 @@ fn valid_ip_port(s: &str) -> bool {
         && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
+/// Fields shared by `VirtualHostEnvironmentCreate` and `VirtualHostUpdate`.
+struct VhostFields {
+    name: Option<String>,
+    root_directory: Option<String>,
+    listen: Option<String>,
+    application_id: Option<u64>,
+}
+
+/// Validates a virtual host's fields; `kind` is the (given or existing) type the name must
+/// fit, `except` the virtual host being updated (0 on create).
+fn vhost_fields(
+    f: &mut Fields,
+    d: &Data,
+    env: u64,
+    kind: Option<&str>,
+    except: u64,
+) -> VhostFields {
+    let name = f.string("name", true, 255);
+    match (kind, name.as_deref()) {
+        (Some("name-based"), Some(n)) if !valid_domain(n) => {
+            f.fail("name", "The name must be a valid domain name.".into());
+        }
+        (Some("ip-based"), Some(n)) if !valid_ip_port(n) => f.fail(
+            "name",
+            "The name must be a valid IPv4 address, optionally with a port.".into(),
+        ),
+        _ => {}
+    }
+    let name = name.map(|n| n.to_ascii_lowercase());
+    if let Some(n) = &name {
+        if d.vhosts
+            .values()
+            .any(|v| v.environment_id == env && &v.name == n && v.id != except)
+        {
+            f.fail("name", "The name has already been taken.".into());
+        }
+    }
+    let root_directory = f.string("root_directory", false, 255);
+    if root_directory
+        .as_deref()
+        .is_some_and(|r| !r.starts_with('/'))
+    {
+        f.fail(
+            "root_directory",
+            "The root directory field must start with one of the following: /.".into(),
+        );
+    }
+    let listen = f.string("application_listen_address", false, 255);
+    if listen.as_deref().is_some_and(|l| {
+        !(l.starts_with("http://") || l.starts_with("https://") || l.starts_with("unix:"))
+    }) {
+        f.fail(
+            "application_listen_address",
+            "The application listen address field format is invalid.".into(),
+        );
+    }
+    let application_id = f.int("application_id", false, 1, u64::MAX);
+    if application_id.is_some_and(|a| d.apps.get(&a).is_none_or(|a| a.environment_id != env)) {
+        f.fail(
+            "application_id",
+            "The selected application id is invalid.".into(),
+        );
+    }
+    VhostFields {
+        name,
+        root_directory,
+        listen,
+        application_id,
+    }
+}
+
 async fn list_vhosts(
     State(sim): State<DevopnessSim>,
     headers: HeaderMap,
@@ -1645,62 +1984,19 @@ async fn create_vhost(
     }
     let mut f = Fields::parse(&body)?;
     let kind = f.one_of("type", true, &["name-based", "ip-based"]);
-    let name = f.string("name", true, 255);
-    match (kind.as_deref(), name.as_deref()) {
-        (Some("name-based"), Some(n)) if !valid_domain(n) => {
-            f.fail("name", "The name must be a valid domain name.".into());
-        }
-        (Some("ip-based"), Some(n)) if !valid_ip_port(n) => f.fail(
-            "name",
-            "The name must be a valid IPv4 address, optionally with a port.".into(),
-        ),
-        _ => {}
-    }
-    let name = name.map(|n| n.to_ascii_lowercase());
-    if let Some(n) = &name {
-        if d.vhosts
-            .values()
-            .any(|v| v.environment_id == env && &v.name == n)
-        {
-            f.fail("name", "The name has already been taken.".into());
-        }
-    }
-    let root_directory = f.string("root_directory", false, 255);
-    if root_directory
-        .as_deref()
-        .is_some_and(|r| !r.starts_with('/'))
-    {
-        f.fail(
-            "root_directory",
-            "The root directory field must start with one of the following: /.".into(),
-        );
-    }
-    let listen = f.string("application_listen_address", false, 255);
-    if listen.as_deref().is_some_and(|l| {
-        !(l.starts_with("http://") || l.starts_with("https://") || l.starts_with("unix:"))
-    }) {
-        f.fail(
-            "application_listen_address",
-            "The application listen address field format is invalid.".into(),
-        );
-    }
-    let application_id = f.int("application_id", false, 1, u64::MAX);
-    if application_id.is_some_and(|a| d.apps.get(&a).is_none_or(|a| a.environment_id != env)) {
-        f.fail(
-            "application_id",
-            "The selected application id is invalid.".into(),
-        );
-    }
+    let v = vhost_fields(&mut f, &d, env, kind.as_deref(), 0);
     f.finish()?;
+    let now_s = fmt_ts(jiff::Timestamp::now());
     let vhost = VirtualHost {
         id: d.next(),
         environment_id: env,
         kind: kind.unwrap_or_default(),
-        name: name.unwrap_or_default(),
-        application_id,
-        root_directory,
-        application_listen_address: listen,
-        created_at: fmt_ts(jiff::Timestamp::now()),
+        name: v.name.unwrap_or_default(),
+        application_id: v.application_id,
+        root_directory: v.root_directory,
+        application_listen_address: v.listen,
+        created_at: now_s.clone(),
+        updated_at: now_s,
     };
     let body = vhost_full(&d, &vhost, Instant::now());
     d.vhosts.insert(vhost.id, vhost);
@@ -1731,6 +2027,74 @@ async fn get_vhost(
     Ok(Json(body).into_response())
 }
 
+async fn update_vhost(
+    State(sim): State<DevopnessSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let mut d = sim.begin(&Method::PUT, &headers)?;
+    let id = find_vhost(&d, &id)?;
+    let (env, kind) = d
+        .vhosts
+        .get(&id)
+        .map(|v| (v.environment_id, v.kind.clone()))
+        .unwrap_or_default();
+    let mut f = Fields::parse(&body)?;
+    if let Some(given) = f.int("id", true, 1, u64::MAX) {
+        if given != id {
+            f.fail(
+                "id",
+                "The id must match the virtual host in the path.".into(),
+            );
+        }
+    }
+    let clear_listen = f.body.get("application_listen_address") == Some(&Value::Null);
+    let clear_application = f.body.get("application_id") == Some(&Value::Null);
+    let v = vhost_fields(&mut f, &d, env, Some(&kind), id);
+    f.finish()?;
+    let now_s = fmt_ts(jiff::Timestamp::now());
+    if let Some(vhost) = d.vhosts.get_mut(&id) {
+        // Absent optional fields keep their value (Laravel's `sometimes`); `null` clears the
+        // nullable ones.
+        vhost.name = v.name.unwrap_or_default();
+        if v.root_directory.is_some() {
+            vhost.root_directory = v.root_directory;
+        }
+        if v.listen.is_some() || clear_listen {
+            vhost.application_listen_address = v.listen;
+        }
+        if v.application_id.is_some() || clear_application {
+            vhost.application_id = v.application_id;
+        }
+        vhost.updated_at = now_s;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn deploy_vhost(
+    State(sim): State<DevopnessSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let mut d = sim.begin(&Method::POST, &headers)?;
+    let id = find_vhost(&d, &id)?;
+    let mut f = Fields::parse(&body)?;
+    let servers = target_servers(&mut f, d.vhost_targets(id));
+    f.finish()?;
+    let action = dispatch(
+        &mut d,
+        ActionKind::Deploy,
+        "virtual-host",
+        id,
+        servers,
+        None,
+        None,
+    );
+    Ok(no_content_with_action(action))
+}
+
 async fn delete_vhost(
     State(sim): State<DevopnessSim>,
     headers: HeaderMap,
@@ -1739,12 +2103,222 @@ async fn delete_vhost(
     let mut d = sim.begin(&Method::DELETE, &headers)?;
     let id = find_vhost(&d, &id)?;
     d.vhosts.remove(&id);
+    d.certs.retain(|_, c| c.virtual_host_id != id);
     let action = dispatch(
         &mut d,
         ActionKind::Delete,
         "virtual-host",
         id,
         vec![DEFAULT_SERVER_ID],
+        None,
+        None,
+    );
+    Ok(no_content_with_action(action))
+}
+
+const CERT_NOT_FOUND: &str = "SSL certificate not found.";
+
+/// A certificate's id; `404 {message}` when unknown, or an empty `404` where the spec
+/// declares it without a body (`POST /ssl-certificates/{id}/deploy`).
+fn find_cert(d: &Data, raw: &str, empty_404: bool) -> ApiResult<u64> {
+    let missing = || {
+        if empty_404 {
+            ApiError::NotFoundEmpty
+        } else {
+            ApiError::NotFound(CERT_NOT_FOUND)
+        }
+    };
+    let id = parse_id(raw, CERT_NOT_FOUND).map_err(|_| missing())?;
+    d.certs.contains_key(&id).then_some(id).ok_or_else(missing)
+}
+
+async fn list_certs(
+    State(sim): State<DevopnessSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let d = sim.begin(&Method::GET, &headers)?;
+    let env = check_environment(&id)?;
+    let p = paging(query.as_deref())?;
+    let now = Instant::now();
+    let items = d
+        .certs
+        .values()
+        .filter(|c| c.environment_id == env)
+        .map(|c| cert_relation(&d, c, now))
+        .collect();
+    let path = format!("/environments/{env}/ssl-certificates");
+    Ok(paged(&headers, &path, &p, items))
+}
+
+/// Takes the next reason an issuing action should fail with, if one was set.
+fn next_cert_failure(d: &mut Data) -> Option<String> {
+    (!d.fail_next_cert.is_empty()).then(|| d.fail_next_cert.remove(0))
+}
+
+async fn create_cert(
+    State(sim): State<DevopnessSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let mut d = sim.begin(&Method::POST, &headers)?;
+    let env = check_environment(&id)?;
+    if d.usage_limit_reached {
+        return Err(ApiError::PaymentRequired);
+    }
+    let mut f = Fields::parse(&body)?;
+    let vhost_id = f.int("virtual_host_id", true, 1, u64::MAX);
+    let issuer = f.one_of("issuer", true, &["custom", "lets-encrypt"]);
+    let kind = f.one_of(
+        "type",
+        false,
+        &["single-domain", "multi-domain", "wildcard"],
+    );
+    let level = f.one_of("validation_level", false, &["DV", "OV", "EV"]);
+    let custom = issuer.as_deref() == Some("custom");
+    for field in ["custom_private_key", "custom_certificate"] {
+        let given = f.string(field, false, 4096);
+        match given {
+            None if custom && !f.errors.contains_key(field) => f.fail(
+                field,
+                format!(
+                    "The {} field is required when issuer is custom.",
+                    human(field)
+                ),
+            ),
+            Some(v) if v.chars().count() < 100 => f.fail(
+                field,
+                format!(
+                    "The {} field must be at least 100 characters.",
+                    human(field)
+                ),
+            ),
+            _ => {}
+        }
+    }
+    let vhost = vhost_id.and_then(|v| d.vhosts.get(&v).filter(|v| v.environment_id == env));
+    match (vhost_id, vhost) {
+        (Some(_), None) => f.fail(
+            "virtual_host_id",
+            "The selected virtual host id is invalid.".into(),
+        ),
+        (Some(v), Some(_)) if d.certs.values().any(|c| c.virtual_host_id == v) => f.fail(
+            "virtual_host_id",
+            "The virtual host already has an SSL certificate.".into(),
+        ),
+        (Some(_), Some(vh))
+            if issuer.as_deref() == Some("lets-encrypt") && vh.kind != "name-based" =>
+        {
+            f.fail(
+                "virtual_host_id",
+                "Let's Encrypt only issues certificates for name-based virtual hosts.".into(),
+            );
+        }
+        _ => {}
+    }
+    let name = vhost.map(|v| v.name.clone()).unwrap_or_default();
+    f.finish()?;
+    let vhost_id = vhost_id.unwrap_or_default();
+    let cert = Certificate {
+        id: d.next(),
+        environment_id: env,
+        virtual_host_id: vhost_id,
+        name,
+        issuer: issuer.unwrap_or_default(),
+        kind: kind.unwrap_or_else(|| "single-domain".to_owned()),
+        validation_level: level.unwrap_or_else(|| "DV".to_owned()),
+        created_at: fmt_ts(jiff::Timestamp::now()),
+    };
+    let cert_id = cert.id;
+    let lets_encrypt = cert.issuer == "lets-encrypt";
+    d.certs.insert(cert_id, cert);
+    if lets_encrypt {
+        let fail_reason = next_cert_failure(&mut d);
+        let servers = d.vhost_targets(vhost_id);
+        dispatch(
+            &mut d,
+            ActionKind::Deploy,
+            "ssl-certificate",
+            cert_id,
+            servers,
+            None,
+            fail_reason,
+        );
+    }
+    let body = d
+        .certs
+        .get(&cert_id)
+        .map(|c| cert_full(&d, c, Instant::now()))
+        .unwrap_or_default();
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn get_cert(
+    State(sim): State<DevopnessSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let d = sim.begin(&Method::GET, &headers)?;
+    let id = find_cert(&d, &id, false)?;
+    let body = d
+        .certs
+        .get(&id)
+        .map(|c| cert_full(&d, c, Instant::now()))
+        .unwrap_or_default();
+    Ok(Json(body).into_response())
+}
+
+async fn deploy_cert(
+    State(sim): State<DevopnessSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let mut d = sim.begin(&Method::POST, &headers)?;
+    let id = find_cert(&d, &id, true)?;
+    let vhost_id = d
+        .certs
+        .get(&id)
+        .map(|c| c.virtual_host_id)
+        .unwrap_or_default();
+    let mut f = Fields::parse(&body)?;
+    let servers = target_servers(&mut f, d.vhost_targets(vhost_id));
+    f.finish()?;
+    let fail_reason = next_cert_failure(&mut d);
+    let action = dispatch(
+        &mut d,
+        ActionKind::Deploy,
+        "ssl-certificate",
+        id,
+        servers,
+        None,
+        fail_reason,
+    );
+    Ok(no_content_with_action(action))
+}
+
+async fn delete_cert(
+    State(sim): State<DevopnessSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let mut d = sim.begin(&Method::DELETE, &headers)?;
+    let id = find_cert(&d, &id, false)?;
+    let vhost_id = d
+        .certs
+        .get(&id)
+        .map(|c| c.virtual_host_id)
+        .unwrap_or_default();
+    d.certs.remove(&id);
+    let servers = d.vhost_targets(vhost_id);
+    let action = dispatch(
+        &mut d,
+        ActionKind::Delete,
+        "ssl-certificate",
+        id,
+        servers,
         None,
         None,
     );
@@ -2071,11 +2645,12 @@ mod tests {
     #[tokio::test]
     async fn rate_limit_answers_429_in_the_error_shape() {
         let h = Harness::new(SimConfig {
-            rate_limit_per_minute: Some(30),
+            rate_limit_per_minute: Some(2),
             ..SimConfig::default()
         })
         .await;
-        // 30 per minute allows one request per second.
+        // Two per minute (a sliding window per credential): the third request is refused.
+        assert_eq!(h.json(M::GET, "/projects/1", None).await.0, 200);
         assert_eq!(h.json(M::GET, "/projects/1", None).await.0, 200);
         let (status, body) = h.json(M::GET, "/projects/1", None).await;
         assert_eq!(status, 429);
@@ -2341,6 +2916,16 @@ mod tests {
         assert_eq!(failed["status"], "failed");
         f.call(M::GET, one, &path, None, 200).await;
         f.call(M::GET, act, "/actions/424242", None, 404).await;
+        // Rollbacks: only to a ref deployed successfully before (`main` completed above).
+        let back = json!({ "type": "rollback", "source_type": "branch", "source_ref": "main" });
+        f.call(M::POST, dep, &dpath, Some(back), 204).await;
+        let never = json!({ "type": "rollback", "source_type": "tag", "source_ref": "v9" });
+        let (err, _) = f.call(M::POST, dep, &dpath, Some(never), 422).await;
+        assert!(err["errors"]["source_ref"][0].is_string(), "{err}");
+        assert_eq!(
+            h.sim.deploy_types(id),
+            vec!["deploy", "redeploy", "rollback"]
+        );
 
         let vars = "/variables/{resource_type}/{resource_id}";
         let vpath = format!("/variables/application/{id}");
@@ -2388,7 +2973,132 @@ mod tests {
         let vhp = format!("/virtual-hosts/{}", vh["id"].as_u64().unwrap_or_default());
         f.call(M::GET, one_vh, &vhp, None, 200).await;
         f.call(M::GET, one, &path, None, 200).await;
+
+        // Virtual host update and deploy.
+        let vid = vh["id"].as_u64().unwrap_or_default();
+        let upd = json!({ "id": vid, "name": "shop.example.com", "root_directory": "/srv",
+            "application_listen_address": null, "application_id": id });
+        f.call(M::PUT, one_vh, &vhp, Some(upd), 204).await;
+        let bad = json!({ "id": vid, "name": "not a domain" });
+        f.call(M::PUT, one_vh, &vhp, Some(bad), 422).await;
+        let upd = json!({ "id": 999_999, "name": "x.example.com" });
+        f.call(M::PUT, one_vh, "/virtual-hosts/999999", Some(upd), 404)
+            .await;
+        let vh_dep = "/virtual-hosts/{virtual_host_id}/deploy";
+        let vdp = format!("{vhp}/deploy");
+        let servers = json!({ "servers": [1] });
+        let (_, vh_action) = f.call(M::POST, vh_dep, &vdp, Some(servers), 204).await;
+        let (vh_now, _) = f.call(M::GET, one_vh, &vhp, None, 200).await;
+        assert_eq!(vh_now["last_action"]["id"], json!(vh_action));
+        assert_eq!(vh_now["application_listen_address"], Value::Null);
+        f.call(M::POST, vh_dep, &vdp, Some(json!({})), 204).await;
+        let wrong = json!({ "servers": [5] });
+        f.call(M::POST, vh_dep, &vdp, Some(wrong), 422).await;
+        let none = "/virtual-hosts/999999/deploy";
+        f.call(M::POST, vh_dep, none, Some(json!({})), 404).await;
+        let vh_apath = format!("/actions/{}", vh_action.unwrap_or_default());
+        f.call(M::GET, act, &vh_apath, None, 200).await;
+
+        // SSL certificates.
+        let certs = "/environments/{environment_id}/ssl-certificates";
+        let cp = "/environments/1/ssl-certificates";
+        let le = json!({ "virtual_host_id": vid, "issuer": "lets-encrypt",
+            "type": "single-domain", "validation_level": "DV" });
+        let (cert, _) = f.call(M::POST, certs, cp, Some(le.clone()), 201).await;
+        assert_eq!(cert["active"], false);
+        assert_eq!(cert["name"], "shop.example.com");
+        f.call(M::POST, certs, cp, Some(le.clone()), 422).await;
+        let custom = json!({ "virtual_host_id": 999_999, "issuer": "custom" });
+        let (err, _) = f.call(M::POST, certs, cp, Some(custom), 422).await;
+        for field in [
+            "virtual_host_id",
+            "custom_private_key",
+            "custom_certificate",
+        ] {
+            assert!(err["errors"][field][0].is_string(), "{field}: {err}");
+        }
+        h.sim.set_usage_limit_reached(true);
+        f.call(M::POST, certs, cp, Some(le), 402).await;
+        h.sim.set_usage_limit_reached(false);
+        f.call(M::GET, certs, cp, None, 200).await;
+        let one_cert = "/ssl-certificates/{ssl_certificate_id}";
+        let cpath = format!(
+            "/ssl-certificates/{}",
+            cert["id"].as_u64().unwrap_or_default()
+        );
+        f.call(M::GET, one_cert, &cpath, None, 200).await;
+        f.call(M::GET, one_vh, &vhp, None, 200).await;
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        let (active, _) = f.call(M::GET, one_cert, &cpath, None, 200).await;
+        assert_eq!(active["active"], true);
+        assert!(active["expires_at"].is_string());
+        let (listed, _) = f
+            .call(
+                M::GET,
+                certs,
+                &format!("{cp}?page=1&per_page=10"),
+                None,
+                200,
+            )
+            .await;
+        assert_eq!(listed[0]["active"], true);
+        let (vh_now, _) = f.call(M::GET, one_vh, &vhp, None, 200).await;
+        assert_eq!(vh_now["ssl_certificate"]["active"], true);
+        let issue = format!("/actions/{}", cert["last_action"]["id"]);
+        let (issued, _) = f.call(M::GET, act, &issue, None, 200).await;
+        assert_eq!(issued["resource"]["type"], "ssl-certificate");
+        f.call(M::GET, one_cert, "/ssl-certificates/999999", None, 404)
+            .await;
+        let cert_dep = "/ssl-certificates/{ssl_certificate_id}/deploy";
+        let cdp = format!("{cpath}/deploy");
+        h.sim.fail_next_certificate("rate limited by Let's Encrypt");
+        let (_, failing) = f.call(M::POST, cert_dep, &cdp, Some(json!({})), 204).await;
+        f.call(
+            M::POST,
+            cert_dep,
+            &cdp,
+            Some(json!({ "servers": [1] })),
+            204,
+        )
+        .await;
+        f.call(
+            M::POST,
+            cert_dep,
+            &cdp,
+            Some(json!({ "servers": [3] })),
+            422,
+        )
+        .await;
+        let none = "/ssl-certificates/999999/deploy";
+        f.call(M::POST, cert_dep, none, Some(json!({})), 404).await;
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        let fpath = format!("/actions/{}", failing.unwrap_or_default());
+        let (failed, _) = f.call(M::GET, act, &fpath, None, 200).await;
+        assert_eq!(
+            failed["status_reason_human_readable"],
+            "rate limited by Let's Encrypt"
+        );
+        let (renewed, _) = f.call(M::GET, one_cert, &cpath, None, 200).await;
+        assert!(renewed["last_renewed_at"].is_string(), "{renewed}");
+        let (_, del) = f.call(M::DELETE, one_cert, &cpath, None, 204).await;
+        f.call(M::DELETE, one_cert, &cpath, None, 404).await;
+        let dpath_c = format!("/actions/{}", del.unwrap_or_default());
+        f.call(M::GET, act, &dpath_c, None, 200).await;
+        // A custom certificate, removed with its virtual host below.
+        let pem = |kind: &str| {
+            format!(
+                "-----BEGIN {kind}-----\n{}\n-----END {kind}-----",
+                "A".repeat(120)
+            )
+        };
+        let custom = json!({ "virtual_host_id": vid, "issuer": "custom",
+            "custom_private_key": pem("PRIVATE KEY"), "custom_certificate": pem("CERTIFICATE") });
+        let (custom, _) = f.call(M::POST, certs, cp, Some(custom), 201).await;
+        assert_eq!(custom["active"], true);
+        let custom_path = format!("/ssl-certificates/{}", custom["id"]);
+
         let (_, del) = f.call(M::DELETE, one_vh, &vhp, None, 204).await;
+        f.call(M::GET, one_cert, &custom_path, None, 404).await;
         f.call(M::GET, one_vh, &vhp, None, 404).await;
         f.call(
             M::GET,

@@ -1,0 +1,631 @@
+//! DomainBinding on Spheron: a custom domain of the site project or compute instance that one
+//! Workspace runs on, verified by Spheron once the user's DNS points at it.
+//!
+//! A Spheron domain belongs to one project (a site) or one compute instance and serves all of
+//! it, so a binding has exactly one route, `/`, to one Workspace; anything else is
+//! `UnsupportedByProvider` naming `spec.routes`. A route moved to another Workspace moves the
+//! domain (removed from the old owner, added to the new one).
+//!
+//! Verification: bosun adds the domain, shows the DNS records to create in
+//! `status.verification.dnsRecords` (Spheron's CDN targets: an `A` record for an apex domain, a
+//! `CNAME` for a subdomain), and asks Spheron to verify on every poll until it is `Verified`.
+//! The binding is Ready only then. A verify call Spheron refuses is `Failed`, with its words.
+//!
+//! `status.externalId` names the owner and the domain the way the API's paths do:
+//! `projects/<id>/domains/<id>` or `compute-instances/<id>/domains/<id>`, so deletion needs no
+//! lookup (a deleted binding has no routes left to resolve).
+
+use super::client::{
+    CdnRecords, ComputeDeploymentStatus, Deleted, Domain, DomainType, NewDomain, NewInstanceDomain,
+    SpheronClient,
+};
+use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
+use crate::core::conditions::{Readiness, SyncState};
+use crate::core::error::ReconcileError;
+use crate::core::reconciler::{Cleanup, Note, Report};
+use crate::platform::drivers::{DomainDriver, DomainRequest};
+use crate::platform::{ErrorKind, PlatformError};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// How often an unverified domain is checked again (DNS changes take minutes).
+pub const VERIFY_POLL: Duration = Duration::from_secs(30);
+/// How long the CDN records are reused: they are the same for every domain.
+const CDN_TTL: Duration = Duration::from_secs(600);
+
+/// What a domain belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A site project.
+    Project(String),
+    /// A compute instance.
+    Instance(String),
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Project(id) => write!(f, "Spheron project {id}"),
+            Owner::Instance(id) => write!(f, "Spheron compute instance {id}"),
+        }
+    }
+}
+
+/// A domain at Spheron, as `status.externalId` records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainRef {
+    pub owner: Owner,
+    pub domain_id: String,
+}
+
+impl DomainRef {
+    /// Reads `projects/<id>/domains/<id>` or `compute-instances/<id>/domains/<id>` (pure).
+    pub fn parse(s: &str) -> Option<DomainRef> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [kind, owner, "domains", domain] if !owner.is_empty() && !domain.is_empty() => {
+                let owner = match *kind {
+                    "projects" => Owner::Project(owner.to_string()),
+                    "compute-instances" => Owner::Instance(owner.to_string()),
+                    _ => return None,
+                };
+                Some(DomainRef {
+                    owner,
+                    domain_id: domain.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DomainRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.owner {
+            Owner::Project(id) => write!(f, "projects/{id}/domains/{}", self.domain_id),
+            Owner::Instance(id) => write!(f, "compute-instances/{id}/domains/{}", self.domain_id),
+        }
+    }
+}
+
+/// The Workspace id a binding's routes send the domain to (pure): one `/` route to one
+/// Workspace is all a Spheron domain can express.
+pub fn desired_workspace(routes: &BTreeMap<String, Vec<String>>) -> Result<&str, ReconcileError> {
+    let unsupported = |what: String| {
+        ReconcileError::user(
+            "UnsupportedByProvider",
+            format!("spec.routes: a Spheron domain belongs to one site or compute instance and serves all of it, so use one route with path / and one workspace ({what})"),
+        )
+    };
+    match routes.iter().collect::<Vec<_>>().as_slice() {
+        [] => Err(unsupported("no route given".into())),
+        [(path, ids)] if path.as_str() == "/" => match ids.as_slice() {
+            [id] => Ok(id.as_str()),
+            _ => Err(unsupported(format!("/ has {} workspaces", ids.len()))),
+        },
+        [(path, _)] => Err(unsupported(format!("the route is {path}"))),
+        many => Err(unsupported(format!("{} routes given", many.len()))),
+    }
+}
+
+/// Whether a name is an apex domain (an `A` record) or a subdomain (a `CNAME`) (pure). Two
+/// labels make an apex; a public suffix of two labels (`example.co.uk`) is taken for a
+/// subdomain, whose CNAME Spheron also accepts.
+pub fn domain_type(name: &str) -> DomainType {
+    if name.trim_end_matches('.').split('.').count() <= 2 {
+        DomainType::Domain
+    } else {
+        DomainType::Subdomain
+    }
+}
+
+/// The DNS records the user must create, in status form (pure).
+pub fn records(domain: &Domain, cdn: &CdnRecords) -> Vec<DnsRecord> {
+    super::client::dns_records(domain, cdn)
+        .into_iter()
+        .map(|r| DnsRecord {
+            type_: r.record_type.to_string(),
+            name: r.name,
+            value: r.value,
+        })
+        .collect()
+}
+
+/// `status.verification` (pure): `Verified`, `Failed` with Spheron's words, or `Pending`.
+pub fn verification(
+    verified: bool,
+    refused: Option<String>,
+    dns_records: Vec<DnsRecord>,
+) -> DomainVerification {
+    let (state, message) = match (verified, refused) {
+        (true, _) => ("Verified", None),
+        (false, Some(why)) => ("Failed", Some(why)),
+        (false, None) => (
+            "Pending",
+            Some("waiting for the DNS records to be in place".to_string()),
+        ),
+    };
+    DomainVerification {
+        state: state.into(),
+        dns_records,
+        message,
+    }
+}
+
+fn report(
+    status: DomainBindingStatus,
+    notes: Vec<Note>,
+    readiness: Readiness,
+    sync: SyncState,
+    requeue_after: Option<Duration>,
+) -> Report<DomainBindingStatus> {
+    Report {
+        status,
+        readiness,
+        sync,
+        requeue_after,
+        notes,
+    }
+}
+
+/// Where a domain is added: its owner, and what it points at there.
+struct Target {
+    owner: Owner,
+    /// The instance's URL (an instance domain needs a link).
+    link: Option<String>,
+    /// The deployment environment of a project to attach the domain to.
+    environment: Option<String>,
+}
+
+impl SpheronClient {
+    /// The CDN records, read at most every [`CDN_TTL`].
+    async fn cdn_records_cached(&self) -> Result<CdnRecords, PlatformError> {
+        if let Some((at, records)) = self
+            .shared
+            .cdn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            if at.elapsed() < CDN_TTL {
+                return Ok(records);
+            }
+        }
+        let records = self.cdn_records().await?;
+        *self.shared.cdn.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), records.clone()));
+        Ok(records)
+    }
+
+    /// What a Workspace id is at Spheron: from the shared listings of the default
+    /// organization, else read by id.
+    async fn target_of(&self, id: &str) -> Result<Target, ReconcileError> {
+        let org = self.organization_for(None).await.ok();
+        let mut instance = None;
+        let mut project = None;
+        if let Some(org) = &org {
+            instance = self
+                .instances_of(org)
+                .await?
+                .iter()
+                .find(|i| i.id == id)
+                .cloned();
+            if instance.is_none() {
+                project = self
+                    .projects_of(org)
+                    .await?
+                    .iter()
+                    .find(|p| p.id == id)
+                    .cloned();
+            }
+        }
+        if instance.is_none() && project.is_none() {
+            instance = self.get_compute_instance(id).await?;
+            if instance.is_none() {
+                project = self.get_project(id).await?;
+            }
+        }
+        if let Some(i) = instance {
+            let running = match i.active_deployment.as_deref() {
+                Some(d) => self.compute_deployment(d).await?,
+                None => None,
+            };
+            let link = running
+                .filter(|d| d.status == ComputeDeploymentStatus::Deployed)
+                .and_then(|d| {
+                    d.services
+                        .first()
+                        .and_then(|s| s.url_preview.clone())
+                        .or(d.url_preview)
+                });
+            return Ok(Target {
+                owner: Owner::Instance(i.id),
+                link,
+                environment: None,
+            });
+        }
+        if let Some(p) = project {
+            // The production environment serves the project's tracked branch; attaching the
+            // domain to it keeps the records valid across redeploys.
+            let environment = p
+                .deployment_environments
+                .iter()
+                .find(|e| e.name.eq_ignore_ascii_case("Production"))
+                .or(p.deployment_environments.first())
+                .map(|e| {
+                    if e.id.is_empty() {
+                        e.name.clone()
+                    } else {
+                        e.id.clone()
+                    }
+                });
+            return Ok(Target {
+                owner: Owner::Project(p.id),
+                link: None,
+                environment,
+            });
+        }
+        Err(ReconcileError::waiting(
+            "WorkspaceNotCreated",
+            format!("Spheron has no project or compute instance {id} (yet)"),
+        ))
+    }
+
+    async fn owner_domains(&self, owner: &Owner) -> Result<Vec<Domain>, PlatformError> {
+        match owner {
+            Owner::Project(id) => self.list_project_domains(id).await,
+            Owner::Instance(id) => self.list_instance_domains(id).await,
+        }
+    }
+
+    async fn add_domain(&self, target: &Target, name: &str) -> Result<Domain, PlatformError> {
+        match &target.owner {
+            Owner::Project(id) => {
+                self.create_project_domain(
+                    id,
+                    &NewDomain {
+                        name: name.to_string(),
+                        domain_type: domain_type(name),
+                        link: None,
+                        deployment_environments: target.environment.clone().map(|e| vec![e]),
+                    },
+                )
+                .await
+            }
+            Owner::Instance(id) => {
+                self.create_instance_domain(
+                    id,
+                    &NewInstanceDomain {
+                        link: target.link.clone().unwrap_or_default(),
+                        domain_type: domain_type(name),
+                        name: name.to_string(),
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    async fn verify_domain(
+        &self,
+        owner: &Owner,
+        domain_id: &str,
+    ) -> Result<super::client::DomainVerification, PlatformError> {
+        match owner {
+            Owner::Project(id) => self.verify_project_domain(id, domain_id).await,
+            Owner::Instance(id) => self.verify_instance_domain(id, domain_id).await,
+        }
+    }
+
+    async fn remove_domain(
+        &self,
+        owner: &Owner,
+        domain_id: &str,
+    ) -> Result<Deleted, PlatformError> {
+        match owner {
+            Owner::Project(id) => self.delete_project_domain(id, domain_id).await,
+            Owner::Instance(id) => self.delete_instance_domain(id, domain_id).await,
+        }
+    }
+}
+
+#[async_trait]
+impl DomainDriver for SpheronClient {
+    async fn reconcile(
+        &self,
+        request: &DomainRequest<'_>,
+    ) -> Result<Report<DomainBindingStatus>, ReconcileError> {
+        let act = request.mode.act && !request.observe_only;
+        let mut status = request.previous.clone();
+        let mut notes = Vec::new();
+        let workspace = desired_workspace(&request.routes)?;
+        let target = self.target_of(workspace).await?;
+
+        // The route moved to another Workspace: the domain leaves its old owner first
+        // (Spheron keeps domain names unique).
+        let previous = status.external_id.as_deref().and_then(DomainRef::parse);
+        if let Some(prev) = previous.filter(|p| p.owner != target.owner) {
+            if !act {
+                let msg = format!(
+                    "{} is on {}, the spec routes it to {}",
+                    request.domain, prev.owner, target.owner
+                );
+                return Ok(report(
+                    status,
+                    notes,
+                    Readiness::not_ready("RoutesDiffer", msg),
+                    SyncState::Observing,
+                    None,
+                ));
+            }
+            self.remove_domain(&prev.owner, &prev.domain_id).await?;
+            notes.push(Note::normal(
+                "RoutesUpdated",
+                "Route",
+                format!(
+                    "moved {} from {} to {}",
+                    request.domain, prev.owner, target.owner
+                ),
+            ));
+            status.external_id = None;
+        }
+
+        let found = self
+            .owner_domains(&target.owner)
+            .await?
+            .into_iter()
+            .find(|d| d.name.eq_ignore_ascii_case(request.domain));
+        let domain = match found {
+            Some(d) => d,
+            None if act => {
+                let d = self.add_domain(&target, request.domain).await?;
+                notes.push(Note::normal(
+                    "Created",
+                    "Create",
+                    format!("added domain {} to {}", request.domain, target.owner),
+                ));
+                d
+            }
+            None => {
+                let msg = format!("{} has no domain {}", target.owner, request.domain);
+                return Ok(report(
+                    status,
+                    notes,
+                    Readiness::not_ready("NotFound", msg.clone()),
+                    if request.observe_only {
+                        SyncState::Stalled {
+                            reason: "ExternalObjectNotFound".into(),
+                            message: msg,
+                        }
+                    } else {
+                        SyncState::Synced
+                    },
+                    None,
+                ));
+            }
+        };
+        status.external_id = Some(
+            DomainRef {
+                owner: target.owner.clone(),
+                domain_id: domain.id.clone(),
+            }
+            .to_string(),
+        );
+        if act {
+            status.owned_paths = request.routes.keys().cloned().collect();
+        }
+
+        // Verification: the user creates the records; bosun asks Spheron to check them.
+        let dns = records(&domain, &self.cdn_records_cached().await?);
+        let mut verified = domain.verified;
+        let mut refused = None;
+        if !verified && act {
+            match self.verify_domain(&target.owner, &domain.id).await {
+                Ok(v) => {
+                    verified = v.verified();
+                    if verified {
+                        notes.push(Note::normal(
+                            "Verified",
+                            "Verify",
+                            format!("Spheron verified {}", request.domain),
+                        ));
+                    }
+                }
+                Err(e) if e.kind == ErrorKind::Invalid => refused = Some(e.message),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let wanted: Vec<String> = dns
+            .iter()
+            .map(|r| format!("{} {} {}", r.type_, r.name, r.value))
+            .collect();
+        status.verification = Some(verification(verified, refused.clone(), dns));
+        if let Some(why) = refused {
+            let msg = format!(
+                "Spheron refused to verify {}: {why}; check the DNS records ({}) and set bosun.dev/reconcile-requested-at to try again",
+                request.domain,
+                wanted.join("; ")
+            );
+            return Ok(report(
+                status,
+                notes,
+                Readiness::not_ready("VerificationFailed", msg.clone()),
+                SyncState::Stalled {
+                    reason: "VerificationFailed".into(),
+                    message: msg,
+                },
+                None,
+            ));
+        }
+        if !verified {
+            let msg = format!("waiting for DNS: create {}", wanted.join("; "));
+            return Ok(report(
+                status,
+                notes,
+                Readiness::not_ready("DomainNotVerified", msg.clone()),
+                if request.observe_only {
+                    SyncState::Observing
+                } else {
+                    SyncState::Progressing {
+                        reason: "WaitingForDNS".into(),
+                        message: msg,
+                    }
+                },
+                Some(VERIFY_POLL),
+            ));
+        }
+        Ok(report(
+            status,
+            notes,
+            Readiness::ready(
+                "Available",
+                format!("{} is verified on {}", request.domain, target.owner),
+            ),
+            if request.observe_only {
+                SyncState::Observing
+            } else {
+                SyncState::Synced
+            },
+            None,
+        ))
+    }
+
+    async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError> {
+        let Some(at) = request
+            .previous
+            .external_id
+            .as_deref()
+            .and_then(DomainRef::parse)
+        else {
+            return Ok(Cleanup::Done(Vec::new()));
+        };
+        // A 404 (the domain, or its project or instance, is gone) counts as removed.
+        let note = match self.remove_domain(&at.owner, &at.domain_id).await? {
+            Deleted::Done => format!("removed domain {} from {}", request.domain, at.owner),
+            Deleted::AlreadyGone => format!("domain {} is gone from {}", request.domain, at.owner),
+        };
+        Ok(Cleanup::Done(vec![Note::normal("Deleted", "Delete", note)]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(p, ids)| (p.to_string(), ids.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    fn domain(name: &str, kind: &str) -> Domain {
+        serde_json::from_value(serde_json::json!({
+            "_id": "65f000000000000000001111", "name": name, "type": kind, "verified": false
+        }))
+        .expect("domain")
+    }
+
+    #[test]
+    fn one_root_route_to_one_workspace_is_all_a_domain_can_do() {
+        assert_eq!(
+            desired_workspace(&routes(&[("/", &["abc"])])).ok(),
+            Some("abc")
+        );
+        for bad in [
+            routes(&[]),
+            routes(&[("/api", &["abc"])]),
+            routes(&[("/", &["abc", "def"])]),
+            routes(&[("/", &["abc"]), ("/blog", &["def"])]),
+        ] {
+            let err = desired_workspace(&bad).expect_err("unsupported");
+            assert_eq!(err.reason(), "UnsupportedByProvider");
+            assert!(err.to_string().contains("spec.routes"), "{err}");
+        }
+    }
+
+    #[test]
+    fn external_ids_name_owner_and_domain_and_read_back() {
+        for r in [
+            DomainRef {
+                owner: Owner::Project("p1".into()),
+                domain_id: "d1".into(),
+            },
+            DomainRef {
+                owner: Owner::Instance("i1".into()),
+                domain_id: "d2".into(),
+            },
+        ] {
+            assert_eq!(DomainRef::parse(&r.to_string()), Some(r.clone()));
+        }
+        assert_eq!(
+            DomainRef {
+                owner: Owner::Project("p1".into()),
+                domain_id: "d1".into()
+            }
+            .to_string(),
+            "projects/p1/domains/d1"
+        );
+        for bad in [
+            "",
+            "d1",
+            "projects/p1",
+            "teams/p1/domains/d1",
+            "projects//domains/d1",
+        ] {
+            assert_eq!(DomainRef::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn apex_domains_get_a_records_and_subdomains_cnames() {
+        assert_eq!(domain_type("example.com"), DomainType::Domain);
+        assert_eq!(domain_type("shop.example.com"), DomainType::Subdomain);
+        assert_eq!(domain_type("a.b.example.com"), DomainType::Subdomain);
+        let cdn = CdnRecords {
+            ipv4: Some("192.0.2.10".into()),
+            cname: Some("cname.example.net".into()),
+        };
+        let apex = records(&domain("example.com", "domain"), &cdn);
+        assert_eq!(
+            apex,
+            vec![DnsRecord {
+                type_: "A".into(),
+                name: "example.com".into(),
+                value: "192.0.2.10".into()
+            }]
+        );
+        let sub = records(&domain("shop.example.com", "subdomain"), &cdn);
+        assert_eq!(sub[0].type_, "CNAME");
+        assert_eq!(sub[0].value, "cname.example.net");
+    }
+
+    #[test]
+    fn verification_states() {
+        let v = verification(true, None, Vec::new());
+        assert_eq!((v.state.as_str(), v.message), ("Verified", None));
+        let v = verification(false, None, Vec::new());
+        assert_eq!(v.state, "Pending");
+        let v = verification(false, Some("no such record".into()), Vec::new());
+        assert_eq!(
+            (v.state.as_str(), v.message.as_deref()),
+            ("Failed", Some("no such record"))
+        );
+        // A verified domain is Verified even if a later call was refused.
+        assert_eq!(
+            verification(true, Some("x".into()), Vec::new()).state,
+            "Verified"
+        );
+    }
+
+    #[test]
+    fn owners_print_what_they_are() {
+        assert_eq!(Owner::Project("p".into()).to_string(), "Spheron project p");
+        assert_eq!(
+            Owner::Instance("i".into()).to_string(),
+            "Spheron compute instance i"
+        );
+    }
+}

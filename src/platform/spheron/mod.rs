@@ -1,0 +1,6 @@
+//! Spheron (`api-v2.spheron.network`): API client, simulator and mapping.
+
+pub mod client;
+pub mod domains;
+pub mod mapping;
+pub mod sim;
