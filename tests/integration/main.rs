@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chart;
 mod codemanager;
 mod codesphere;
 mod core;
