@@ -1,4 +1,4 @@
-use bosun::cli::{init_logging, Cli, Command};
+use bosun::cli::{init_logging, Cli, Command, CrdFormat};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -6,16 +6,22 @@ use std::process::ExitCode;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds => match bosun::api::crds_yaml(&bosun::api::all_crds()) {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
+        Command::Crds(args) => {
+            let rendered = match args.format {
+                CrdFormat::Yaml => bosun::api::crds_yaml(&bosun::api::all_crds()),
+                CrdFormat::Markdown => Ok(bosun::api::reference::markdown()),
+            };
+            match rendered {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bosun crds: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("bosun crds: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Run(args) => {
             init_logging(cli.log_format);
             match bosun::cli::run::run(args).await {

@@ -12,6 +12,7 @@
 pub mod common;
 pub mod domain_binding;
 pub mod provider;
+pub mod reference;
 pub mod service_scale;
 pub mod workspace;
 

@@ -34,10 +34,24 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the controller.
     Run(run::RunArgs),
-    /// Print every CRD as YAML.
-    Crds,
+    /// Print every CRD as YAML, or the CRD reference as Markdown.
+    Crds(CrdsArgs),
     /// Run the local platform simulators.
     Sim(crate::sim::cli::SimArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CrdsArgs {
+    /// `yaml`: the CRDs to apply (as in `crds/`); `markdown`: the field reference (as in
+    /// `docs/reference/crds.md`).
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: CrdFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CrdFormat {
+    Yaml,
+    Markdown,
 }
 
 /// Sets up logging; `RUST_LOG` refines the level (default `info`).
