@@ -41,14 +41,10 @@ macro_rules! managed {
     };
 }
 
-// Providers own nothing at the platform, so deleting one needs no cleanup (and blocking it
-// while in use is the stuck-finalizer trap users of other operators complain about).
-managed!(
-    Provider,
-    ProviderStatus,
-    finalizes = false,
-    api = namespaced
-);
+// A Provider owns nothing at the platform, but the objects that use it need it to clean up
+// there: it is removed after them (`kubectl delete -f` of a directory deletes it first). If they
+// are stuck, it says which ones (`ProviderInUse`).
+managed!(Provider, ProviderStatus, finalizes = true, api = namespaced);
 managed!(
     ClusterProvider,
     ProviderStatus,

@@ -1,13 +1,17 @@
 //! `Provider` and `ClusterProvider`: Ready only when an authenticated call to the platform
 //! proved the credentials.
 
-use crate::api::{ClusterProvider, Provider, ProviderStatus};
+use crate::api::{
+    ClusterProvider, DomainBinding, Provider, ProviderKind, ProviderRef, ProviderStatus, Workspace,
+};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::context::Context;
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
 use crate::core::references::{self, ProviderView};
 use async_trait::async_trait;
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
 
 /// Verifies a provider's credentials (both kinds share it).
 pub struct ProviderReconciler;
@@ -75,8 +79,44 @@ impl Reconciler<Provider> for ProviderReconciler {
             .await
     }
 
-    async fn cleanup(&self, _obj: &Provider, _ctx: &Context) -> Result<Cleanup, ReconcileError> {
-        Ok(Cleanup::Done(Vec::new()))
+    /// A Provider goes only after the objects that use it: they need it to remove what they
+    /// made at the platform (`kubectl delete -f` of a whole directory deletes it first).
+    async fn cleanup(&self, obj: &Provider, ctx: &Context) -> Result<Cleanup, ReconcileError> {
+        let namespace = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        let uses = |r: &ProviderRef| r.kind == ProviderKind::Provider && r.name == name;
+        let list = ListParams::default();
+        let workspaces = Api::<Workspace>::namespaced(ctx.client.clone(), &namespace)
+            .list(&list)
+            .await
+            .map_err(|e| ReconcileError::kube("list Workspaces", e))?;
+        let bindings = Api::<DomainBinding>::namespaced(ctx.client.clone(), &namespace)
+            .list(&list)
+            .await
+            .map_err(|e| ReconcileError::kube("list DomainBindings", e))?;
+        let users: Vec<String> = workspaces
+            .items
+            .iter()
+            .filter(|w| uses(&w.spec.provider_ref))
+            .map(|w| format!("Workspace {}", w.name_any()))
+            .chain(
+                bindings
+                    .items
+                    .iter()
+                    .filter(|b| uses(&b.spec.provider_ref))
+                    .map(|b| format!("DomainBinding {}", b.name_any())),
+            )
+            .collect();
+        if users.is_empty() {
+            return Ok(Cleanup::Done(Vec::new()));
+        }
+        Err(ReconcileError::waiting(
+            "ProviderInUse",
+            format!(
+                "deleted once nothing uses it; still used by {}",
+                users.join(", ")
+            ),
+        ))
     }
 }
 

@@ -258,7 +258,7 @@ impl Reconciler<Workspace> for WorkspaceReconciler {
                 let namespace = obj.namespace().unwrap_or_default();
                 let view =
                     references::get_provider(ctx, &namespace, &obj.spec.provider_ref).await?;
-                let platform = references::connect(ctx, &view).await?;
+                let platform = references::connect_for_cleanup(ctx, &view).await?;
                 let driver = platform
                     .workspaces()
                     .ok_or_else(|| not_implemented(view.spec.type_))?;

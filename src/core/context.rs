@@ -78,6 +78,12 @@ impl PlatformCache {
             .map(|(_, p)| p.clone())
     }
 
+    /// The last client built for `key`, whatever it was built from.
+    pub fn last(&self, key: &str) -> Option<Arc<dyn Platform>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(key).map(|(_, p)| p.clone())
+    }
+
     pub fn put(&self, key: &str, fingerprint: u64, platform: Arc<dyn Platform>) {
         self.entries
             .lock()

@@ -184,6 +184,27 @@ pub async fn secret_value(
 }
 
 /// Builds (or reuses) the platform client for a provider, reading its Secret and CA.
+/// The platform client for removing an object: like [`connect`], but when the credential's
+/// Secret is already gone (`kubectl delete -f` removes a directory's objects in name order,
+/// Secrets first), the client this operator last built for the provider still serves.
+pub async fn connect_for_cleanup(
+    ctx: &Context,
+    view: &ProviderView,
+) -> Result<Arc<dyn Platform>, ReconcileError> {
+    match connect(ctx, view).await {
+        Err(e) if matches!(e.reason(), "SecretNotFound" | "SecretKeyNotFound") => {
+            match ctx.platforms.last(&view.display) {
+                Some(platform) => {
+                    tracing::info!(provider = %view.display, "credential Secret is gone; cleaning up with the last client built for it");
+                    Ok(platform)
+                }
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
 pub async fn connect(
     ctx: &Context,
     view: &ProviderView,

@@ -408,3 +408,50 @@ async fn domain_binding_is_a_deployed_virtual_host_with_a_certificate() {
     assert_eq!(r.status(), 404);
     let _ = sim;
 }
+
+/// `kubectl delete` of everything at once (Secret first, as a directory in name order): the
+/// Provider waits for the Workspace, which removes its application with the client it had.
+#[tokio::test]
+async fn deleting_secret_provider_and_workspace_together_removes_the_application() {
+    let env = setup("dv-delete-all", SimConfig::default()).await;
+    let ns = env.ns.as_str();
+    apply(ns, &workspace("shop", "branch: main", "")).await;
+    let id = id_of(&wait_ready(ns, "workspace/shop").await);
+    let cluster = support::cluster().await;
+    cluster
+        .kubectl_ok(
+            &[
+                "delete",
+                "-n",
+                ns,
+                "secret/dv-token",
+                "provider/dv",
+                "workspace/shop",
+                "--wait=false",
+            ],
+            None,
+        )
+        .await;
+    let provider = wait_until(ns, "provider/dv", "waiting for its users", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "ProviderInUse") || o.is_null()
+    })
+    .await;
+    if !provider.is_null() {
+        assert!(
+            condition(&provider, "Ready").unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .contains("Workspace shop"),
+            "{provider}"
+        );
+    }
+    support::wait_for("everything gone", Duration::from_secs(120), || async {
+        super::get_json(ns, "workspace/shop").await.is_null()
+            && super::get_json(ns, "provider/dv").await.is_null()
+    })
+    .await;
+    assert!(
+        !env.sim.application_ids().contains(&id),
+        "the application was left behind"
+    );
+}
