@@ -148,7 +148,10 @@ where
     F: Future<Output = ()> + Send + Sync + Clone + 'static,
 {
     let client = ctx.client.clone();
-    let wc = watcher::Config::default().any_semantic();
+    // Consistent lists (not `any_semantic`): after an apiserver restart, a list served from a
+    // fresh watch cache with "any" semantics can hand back a resourceVersion the cache no
+    // longer serves watches from, and the watch then fails with 410 on every relist.
+    let wc = watcher::Config::default();
 
     // Providers are woken by changes to the Secrets they read.
     let providers = controller_for(api::<Provider>(&client, &scope), wc.clone());

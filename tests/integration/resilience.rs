@@ -201,3 +201,63 @@ async fn orphan_deletion_finishes_while_the_platform_is_unreachable() {
         "Orphan left the workspace in place"
     );
 }
+
+/// How many Workspaces of a namespace are Ready, on a given control plane.
+async fn ready_on(cluster: &support::Cluster, ns: &str) -> usize {
+    let out = cluster
+        .kubectl(&["get", "-n", ns, "workspaces", "-o", "json"], None)
+        .await;
+    let list: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|o| condition(o, "Ready").is_some_and(|c| c["status"] == "True"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn operator_recovers_from_an_apiserver_restart_on_its_own() {
+    // A control plane of its own: restarting the shared one would disturb every other test.
+    let cluster = support::private_cluster("restart").await;
+    cluster
+        .install_crds(&support::repo_root().join("crds"))
+        .await;
+    let ns = cluster.test_namespace("restart").await.name;
+    let ns = ns.as_str();
+    let (sim, server) = codesphere(SimConfig::default()).await;
+    let manifest = format!(
+        "{}---\n{}",
+        provider(&server.base_url(), None),
+        workspaces(2)
+    );
+    cluster
+        .kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&manifest))
+        .await;
+    let mut operator = support::Operator::start(&cluster, ns, &[]).await;
+    support::wait_for("2 Ready", Duration::from_secs(90), || async {
+        ready_on(&cluster, ns).await == 2
+    })
+    .await;
+
+    cluster.restart_apiserver().await;
+    // A change made after the restart is picked up by the same operator process: its watches
+    // reconnected by themselves.
+    cluster
+        .kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&workspaces(3)))
+        .await;
+    support::wait_for(
+        "3 Ready after the restart",
+        Duration::from_secs(120),
+        || async { ready_on(&cluster, ns).await == 3 },
+    )
+    .await;
+    assert!(
+        !operator.exited_within(Duration::from_millis(100)).await,
+        "the operator exited"
+    );
+    assert_eq!(sim.workspaces().len(), 3, "no duplicates after the restart");
+}

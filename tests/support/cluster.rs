@@ -84,6 +84,23 @@ async fn start() -> Result<Cluster, String> {
     // watcher when this process exits.
     let pid = std::process::id();
     let dir = std::env::temp_dir().join(format!("bosun-test-{pid}-{}", random_suffix(6)));
+    start_in(dir).await
+}
+
+/// A control plane of its own (for tests that restart it), gone when this process exits.
+pub async fn private_cluster(label: &str) -> Cluster {
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("bosun-{label}-{pid}-{}", random_suffix(6)));
+    match start_in(dir).await {
+        Ok(cluster) => cluster,
+        Err(err) => panic!("no private control plane: {err}"),
+    }
+}
+
+/// `scripts/cluster up --dir DIR --watch-pid <this process>`: starts the control plane in DIR,
+/// or restarts whatever of it is not running (keeping its etcd data and ports).
+async fn start_in(dir: PathBuf) -> Result<Cluster, String> {
+    let pid = std::process::id();
     let script = repo_root().join("scripts/cluster");
     let mut child = Command::new(&script)
         .arg("up")
@@ -133,6 +150,25 @@ async fn start() -> Result<Cluster, String> {
 }
 
 impl Cluster {
+    /// Kills this control plane's kube-apiserver (SIGKILL) and brings it back with
+    /// `scripts/cluster up`, on the same port, with the same etcd data. Only for a
+    /// [`private_cluster`]: the shared one serves other tests.
+    pub async fn restart_apiserver(&self) {
+        let dir = self
+            .state_dir
+            .clone()
+            .expect("a cluster started by the tests");
+        let pid = std::fs::read_to_string(dir.join("kube-apiserver.pid")).expect("apiserver pid");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .expect("kill");
+        assert!(killed.success(), "could not kill kube-apiserver {pid}");
+        if let Err(e) = start_in(dir).await {
+            panic!("restarting the control plane: {e}");
+        }
+    }
+
     async fn from_kubeconfig(
         kubeconfig: PathBuf,
         state_dir: Option<PathBuf>,

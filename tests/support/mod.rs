@@ -17,6 +17,7 @@ mod cluster;
 mod operator;
 
 pub use cluster::{
-    cluster, repo_root, wait_for, wait_for_value, Cluster, KubectlOutput, TestNamespace,
+    cluster, private_cluster, repo_root, wait_for, wait_for_value, Cluster, KubectlOutput,
+    TestNamespace,
 };
 pub use operator::{free_port, Operator};
