@@ -272,13 +272,22 @@ where
             )
         });
 
-    let syncs = futures::future::join5(
+    let all_synced = futures::future::join5(
         mark_when_synced(providers.store(), readiness.clone()),
         mark_when_synced(cluster_providers.store(), readiness.clone()),
         mark_when_synced(workspaces.store(), readiness.clone()),
         mark_when_synced(scales.store(), readiness.clone()),
         mark_when_synced(bindings.store(), readiness.clone()),
     );
+    // A shutdown before the first sync stops the controllers, so their stores never become
+    // ready: stop waiting for them then, or the process would never exit.
+    let stop_waiting = shutdown.clone();
+    let syncs = async move {
+        tokio::select! {
+            _ = all_synced => {}
+            _ = stop_waiting => {}
+        }
+    };
     let provider_logic = Arc::new(provider::ProviderReconciler);
     futures::join!(
         syncs,
