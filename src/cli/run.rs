@@ -173,8 +173,16 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send +
     };
     controllers::run_all(ctx, scope, readiness, stopping).await;
     if let Some(cfg) = lease {
-        if let Err(e) = leader::release(&client, &cfg).await {
-            warn!(error = %e, "cannot release the lease; the next leader waits for it to expire");
+        // Bounded: shutting down must not hang on the apiserver (the next leader then waits
+        // for the lease to expire instead).
+        match tokio::time::timeout(RELEASE_TIMEOUT, leader::release(&client, &cfg)).await {
+            Ok(Ok(())) => info!(lease = %cfg.name, "released the lease"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot release the lease; the next leader waits for it to expire")
+            }
+            Err(_) => {
+                warn!("releasing the lease timed out; the next leader waits for it to expire")
+            }
         }
     }
     let _ = server.await;
@@ -204,6 +212,9 @@ async fn wait_for_leadership(
 
 /// Renews the lease; exits the process when it cannot be renewed within its duration, so a
 /// replica that lost leadership never keeps acting.
+/// How long a shutting-down leader tries to hand its lease back.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn keep_leading(client: kube::Client, cfg: LeaseConfig, mut stop: watch::Receiver<bool>) {
     let mut last_renewed = tokio::time::Instant::now();
     loop {

@@ -19,6 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Which namespaces the operator watches.
 #[derive(Clone, Debug)]
@@ -116,19 +117,16 @@ async fn mark_when_synced<K: kube::Resource + Clone + 'static>(
 }
 
 /// Drives one controller to completion, logging each reconcile's outcome.
-async fn drive<K, R>(
-    controller: Controller<K>,
-    logic: Arc<R>,
-    ctx: Arc<Context>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) where
+async fn drive<K, R, F>(controller: Controller<K>, logic: Arc<R>, ctx: Arc<Context>, shutdown: F)
+where
     K: Managed + kube::Resource<DynamicType = ()>,
     R: Reconciler<K>,
+    F: Future<Output = ()> + Send + Sync + Clone + 'static,
 {
     let concurrency = 16;
-    controller
+    let running = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(
             move |obj, ctx| run(obj, logic.clone(), ctx),
             error_policy::<K>,
@@ -138,9 +136,24 @@ async fn drive<K, R>(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    // The graceful shutdown drains reconciles in flight, but one that begins before the first
+    // list completes waits for a store that will never be ready. Stop waiting after a bound:
+    // dropping a reconcile mid-way is no worse than a crash, which every reconcile survives.
+    let drain_limit = async move {
+        shutdown.await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        _ = running => {}
+        _ = drain_limit => {
+            tracing::warn!(kind = %K::kind(&()), "reconciles did not drain in time; stopping anyway");
+        }
+    }
 }
+
+/// How long a shutdown waits for reconciles in flight.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs every controller until `shutdown` resolves.
 pub async fn run_all<F>(ctx: Arc<Context>, scope: Scope, readiness: Arc<Readiness>, shutdown: F)
