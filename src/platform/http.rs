@@ -5,6 +5,7 @@ use super::budget::RateBudget;
 use super::{Connection, ErrorKind, PlatformError};
 use crate::core::metrics::Metrics;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
 use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,6 +151,50 @@ fn transport_error(platform: &str, e: &reqwest::Error) -> PlatformError {
         _ => "cannot reach the platform",
     };
     PlatformError::new(kind, format!("{platform}: {what}{chain}"))
+}
+
+/// Passes a 2xx answer through; any other becomes the platform's typed error, built by
+/// `classify` from the status and the body.
+pub async fn check_answer(
+    response: Response,
+    classify: impl FnOnce(StatusCode, &str) -> PlatformError,
+) -> Result<Response, PlatformError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(classify(status, &body))
+}
+
+/// Puts the operation after the platform's name in an error message (`"<platform> <op>: ..."`).
+pub fn name_operation(platform: &str, operation: &str, mut err: PlatformError) -> PlatformError {
+    let prefix = format!("{platform} ");
+    err.message = match err.message.strip_prefix(&prefix) {
+        Some(rest) => format!("{platform} {operation}: {rest}"),
+        None => format!("{platform} {operation}: {}", err.message),
+    };
+    err
+}
+
+/// Reads a JSON answer; one that breaks off is `Unavailable`, one that cannot be read `Protocol`.
+pub async fn read_json_answer<T: DeserializeOwned>(
+    platform: &str,
+    operation: &str,
+    response: Response,
+) -> Result<T, PlatformError> {
+    let bytes = response.bytes().await.map_err(|e| {
+        PlatformError::new(
+            ErrorKind::Unavailable,
+            format!("{platform} {operation}: the answer broke off: {e}"),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        PlatformError::new(
+            ErrorKind::Protocol,
+            format!("{platform} {operation}: unreadable answer: {e}"),
+        )
+    })
 }
 
 /// Encodes a request body.

@@ -3,7 +3,9 @@
 
 use crate::api::PlatformType;
 use crate::platform::drivers::DeepChecks;
-use crate::platform::http::{kind_for_status, not_found_is_none, to_value, ApiClient};
+use crate::platform::http::{
+    check_answer, kind_for_status, not_found_is_none, to_value, ApiClient,
+};
 use crate::platform::listing::SharedListings;
 use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
@@ -672,12 +674,10 @@ fn segment(raw: &str) -> String {
 /// Turns a non-2xx answer into a typed error carrying the platform's `title` and `detail`
 /// (the `traceId` is kept apart: it changes with every call).
 async fn check(operation: &str, response: Response) -> Result<Response, PlatformError> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let body = response.text().await.unwrap_or_default();
-    Err(problem_error(operation, status, &body))
+    check_answer(response, |status, body| {
+        problem_error(operation, status, body)
+    })
+    .await
 }
 
 /// Classifies an error answer (pure, so every shape is unit-tested).

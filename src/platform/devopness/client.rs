@@ -8,7 +8,10 @@
 
 use crate::api::PlatformType;
 use crate::platform::drivers::DeepChecks;
-use crate::platform::http::{kind_for_status, not_found_is_none, to_value, ApiClient};
+use crate::platform::http::{
+    check_answer, kind_for_status, name_operation, not_found_is_none, read_json_answer, to_value,
+    ApiClient,
+};
 use crate::platform::listing::SharedListings;
 use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
@@ -835,7 +838,7 @@ impl Devopness {
         body: Option<&Value>,
     ) -> Result<T, PlatformError> {
         let response = self.send(operation, method, path, body).await?;
-        read_json(operation, response).await
+        read_json_answer("devopness", operation, response).await
     }
 
     /// Sends a request expecting 204; returns the dispatched action's id, if any.
@@ -889,7 +892,7 @@ impl Devopness {
                 .and_then(|v| v.to_str().ok())
                 .map(parse_link)
                 .unwrap_or_default();
-            let page: Vec<T> = read_json(operation, response).await?;
+            let page: Vec<T> = read_json_answer("devopness", operation, response).await?;
             let empty = page.is_empty();
             out.extend(page);
             let Some(next) = links.next else {
@@ -1288,35 +1291,10 @@ impl Devopness {
 
 /// Turns a non-2xx answer into a typed error naming the operation.
 async fn check(operation: &str, response: Response) -> Result<Response, PlatformError> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let body = response.text().await.unwrap_or_default();
-    let mut err = error_from(status, &body);
-    err.message = match err.message.strip_prefix("devopness ") {
-        Some(rest) => format!("devopness {operation}: {rest}"),
-        None => format!("devopness {operation}: {}", err.message),
-    };
-    Err(err)
-}
-
-async fn read_json<T: DeserializeOwned>(
-    operation: &str,
-    response: Response,
-) -> Result<T, PlatformError> {
-    let bytes = response.bytes().await.map_err(|e| {
-        PlatformError::new(
-            ErrorKind::Unavailable,
-            format!("devopness {operation}: the answer broke off: {e}"),
-        )
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        PlatformError::new(
-            ErrorKind::Protocol,
-            format!("devopness {operation}: unreadable answer: {e}"),
-        )
+    check_answer(response, |status, body| {
+        name_operation("devopness", operation, error_from(status, body))
     })
+    .await
 }
 
 #[async_trait]

@@ -17,7 +17,10 @@
 //! - IDs are 24-hex Mongo ObjectIds.
 
 use crate::api::PlatformType;
-use crate::platform::http::{kind_for_status, not_found_is_none, to_value, ApiClient};
+use crate::platform::http::{
+    check_answer, kind_for_status, name_operation, not_found_is_none, read_json_answer, to_value,
+    ApiClient,
+};
 use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::header::ACCEPT;
@@ -1327,35 +1330,10 @@ pub fn error_from(status: StatusCode, body: &str) -> PlatformError {
 
 /// Turns a non-2xx answer into a typed error naming the operation.
 async fn check(operation: &str, response: Response) -> Result<Response, PlatformError> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let body = response.text().await.unwrap_or_default();
-    let mut err = error_from(status, &body);
-    err.message = match err.message.strip_prefix("spheron ") {
-        Some(rest) => format!("spheron {operation}: {rest}"),
-        None => format!("spheron {operation}: {}", err.message),
-    };
-    Err(err)
-}
-
-async fn read_json<T: DeserializeOwned>(
-    operation: &str,
-    response: Response,
-) -> Result<T, PlatformError> {
-    let bytes = response.bytes().await.map_err(|e| {
-        PlatformError::new(
-            ErrorKind::Unavailable,
-            format!("spheron {operation}: the answer broke off: {e}"),
-        )
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        PlatformError::new(
-            ErrorKind::Protocol,
-            format!("spheron {operation}: unreadable answer: {e}"),
-        )
+    check_answer(response, |status, body| {
+        name_operation("spheron", operation, error_from(status, body))
     })
+    .await
 }
 
 /// A path segment from an id: ids are ObjectIds or domain names, but a stray `/` or `?` must
@@ -1454,7 +1432,7 @@ impl SpheronClient {
         body: Option<&Value>,
     ) -> Result<T, PlatformError> {
         let response = self.send(operation, method, path, query, body).await?;
-        read_json(operation, response).await
+        read_json_answer("spheron", operation, response).await
     }
 
     /// A delete-like call whose answer bosun does not need; 404 means it is already gone.
