@@ -32,6 +32,19 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Plan(args) => {
+            // Quiet unless asked: the plan itself goes to stdout.
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_logging(cli.log_format);
+            }
+            match bosun::cli::plan::run(args).await {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("bosun plan: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Sim(args) => {
             init_logging(cli.log_format);
             match bosun::sim::cli::run(args).await {

@@ -1,5 +1,6 @@
-//! The `bosun` command line: `run`, `crds`, `sim`.
+//! The `bosun` command line: `run`, `plan`, `crds`, `sim`.
 
+pub mod plan;
 pub mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -36,6 +37,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print every CRD as YAML, or the CRD reference as Markdown.
     Crds(CrdsArgs),
+    /// Show what bosun would change at the platforms for some manifests, changing nothing.
+    Plan(plan::PlanArgs),
     /// Run the local platform simulators.
     Sim(crate::sim::cli::SimArgs),
 }

@@ -6,8 +6,9 @@ use crate::api::{DeletionPolicy, DomainBinding, DomainBindingStatus, ManagementP
 use crate::core::context::Context;
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
-use crate::core::references;
+use crate::core::references::{self, Objects, ProviderView};
 use crate::platform::drivers::DomainRequest;
+use crate::platform::Platform;
 use async_trait::async_trait;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ pub struct DomainBindingReconciler;
 
 /// Resolves every route's Workspaces to their platform ids.
 async fn resolve_routes(
-    ctx: &Context,
+    objects: &dyn Objects,
     namespace: &str,
     obj: &DomainBinding,
 ) -> Result<BTreeMap<String, Vec<String>>, ReconcileError> {
@@ -25,7 +26,7 @@ async fn resolve_routes(
     for route in &obj.spec.routes {
         let mut ids = Vec::new();
         for reference in &route.workspaces {
-            let ws = get_workspace(ctx, namespace, &reference.name).await?;
+            let ws = get_workspace(objects, namespace, &reference.name).await?;
             if ws.spec.provider_ref != obj.spec.provider_ref {
                 return Err(ReconcileError::user(
                     "WorkspaceOnAnotherProvider",
@@ -84,6 +85,34 @@ fn not_implemented(platform: crate::api::PlatformType) -> ReconcileError {
     )
 }
 
+/// The reconcile once the provider is connected, shared by the controller and `bosun plan`:
+/// capabilities, the routes' Workspaces, then the platform's mapping.
+pub async fn drive(
+    objects: &dyn Objects,
+    view: &ProviderView,
+    platform: &dyn Platform,
+    obj: &DomainBinding,
+    mode: Mode,
+) -> Result<Report<DomainBindingStatus>, ReconcileError> {
+    if !platform.capabilities().domain_binding {
+        return Err(ReconcileError::user(
+            UNSUPPORTED,
+            format!(
+                "spec.domain: {} does not serve custom domains; delete this DomainBinding",
+                view.spec.type_
+            ),
+        ));
+    }
+    let routes = resolve_routes(objects, &obj.namespace().unwrap_or_default(), obj).await?;
+    let driver = platform
+        .domains()
+        .ok_or_else(|| not_implemented(view.spec.type_))?;
+    let previous = obj.status.clone().unwrap_or_default();
+    driver
+        .reconcile(&request(obj, routes, &previous, mode))
+        .await
+}
+
 #[async_trait]
 impl Reconciler<DomainBinding> for DomainBindingReconciler {
     async fn reconcile(
@@ -95,23 +124,7 @@ impl Reconciler<DomainBinding> for DomainBindingReconciler {
         let namespace = obj.namespace().unwrap_or_default();
         let (view, platform) =
             references::ready_platform(ctx, &namespace, &obj.spec.provider_ref).await?;
-        if !platform.capabilities().domain_binding {
-            return Err(ReconcileError::user(
-                UNSUPPORTED,
-                format!(
-                    "spec.domain: {} does not serve custom domains; delete this DomainBinding",
-                    view.spec.type_
-                ),
-            ));
-        }
-        let routes = resolve_routes(ctx, &namespace, obj).await?;
-        let driver = platform
-            .domains()
-            .ok_or_else(|| not_implemented(view.spec.type_))?;
-        let previous = obj.status.clone().unwrap_or_default();
-        driver
-            .reconcile(&request(obj, routes, &previous, mode))
-            .await
+        drive(&ctx.client, &view, &*platform, obj, mode).await
     }
 
     async fn cleanup(&self, obj: &DomainBinding, ctx: &Context) -> Result<Cleanup, ReconcileError> {
@@ -129,7 +142,8 @@ impl Reconciler<DomainBinding> for DomainBindingReconciler {
             )]));
         }
         let namespace = obj.namespace().unwrap_or_default();
-        let view = references::get_provider(ctx, &namespace, &obj.spec.provider_ref).await?;
+        let view =
+            references::get_provider(&ctx.client, &namespace, &obj.spec.provider_ref).await?;
         let platform = references::connect_for_cleanup(ctx, &view).await?;
         let driver = platform
             .domains()

@@ -4,10 +4,11 @@ use crate::api::{ManagementPolicy, ServiceScale, ServiceScaleStatus, Workspace};
 use crate::core::context::Context;
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Reconciler, Report};
-use crate::core::references;
+use crate::core::references::{self, Objects, ProviderView};
 use crate::platform::drivers::ScaleRequest;
+use crate::platform::Platform;
 use async_trait::async_trait;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 
 use super::workspace::UNSUPPORTED;
 
@@ -16,12 +17,11 @@ pub struct ServiceScaleReconciler;
 
 /// Reads the Workspace a same-namespace reference names.
 pub async fn get_workspace(
-    ctx: &Context,
+    objects: &dyn Objects,
     namespace: &str,
     name: &str,
 ) -> Result<Workspace, ReconcileError> {
-    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), namespace);
-    match api.get_opt(name).await {
+    match objects.workspace(namespace, name).await {
         Ok(Some(ws)) => Ok(ws),
         Ok(None) => Err(ReconcileError::waiting(
             "WorkspaceNotFound",
@@ -43,56 +43,11 @@ impl Reconciler<ServiceScale> for ServiceScaleReconciler {
         mode: Mode,
     ) -> Result<Report<ServiceScaleStatus>, ReconcileError> {
         let namespace = obj.namespace().unwrap_or_default();
-        let workspace = get_workspace(ctx, &namespace, &obj.spec.workspace_ref.name).await?;
+        let workspace =
+            get_workspace(&ctx.client, &namespace, &obj.spec.workspace_ref.name).await?;
         let (view, platform) =
             references::ready_platform(ctx, &namespace, &workspace.spec.provider_ref).await?;
-        if !platform.capabilities().service_scale {
-            return Err(ReconcileError::user(
-                UNSUPPORTED,
-                format!(
-                    "spec.service: {} has no per-service replica count; delete this ServiceScale",
-                    view.spec.type_
-                ),
-            ));
-        }
-        let Some(workspace_id) = workspace
-            .status
-            .as_ref()
-            .and_then(|s| s.external_id.clone())
-        else {
-            return Err(ReconcileError::waiting(
-                "WorkspaceNotCreated",
-                format!(
-                    "Workspace {namespace}/{} has no platform object yet",
-                    workspace.name_any()
-                ),
-            ));
-        };
-        let driver = platform.service_scales().ok_or_else(|| {
-            ReconcileError::user(
-                "NotImplemented",
-                format!(
-                    "this version of bosun cannot scale services on {} yet",
-                    view.spec.type_
-                ),
-            )
-        })?;
-        let previous = obj.status.clone().unwrap_or_default();
-        let observe_only = workspace.spec.management_policy == ManagementPolicy::Observe;
-        let request = ScaleRequest {
-            key: format!("{namespace}/{}", obj.name_any()),
-            service: &obj.spec.service,
-            replicas: obj.spec.replicas,
-            workspace_id: &workspace_id,
-            previous: &previous,
-            generation: obj.metadata.generation.unwrap_or_default(),
-            observed_generation: previous.observed_generation,
-            mode: Mode {
-                act: mode.act && !observe_only,
-                ..mode
-            },
-        };
-        driver.reconcile(&request).await
+        drive(&view, &*platform, obj, &workspace, mode).await
     }
 
     async fn cleanup(
@@ -103,4 +58,63 @@ impl Reconciler<ServiceScale> for ServiceScaleReconciler {
         // A service's scale is not an object of its own at the platform: nothing to delete.
         Ok(Cleanup::Done(Vec::new()))
     }
+}
+
+/// The reconcile once the Workspace is read and its provider connected, shared by the
+/// controller and `bosun plan`.
+pub async fn drive(
+    view: &ProviderView,
+    platform: &dyn Platform,
+    obj: &ServiceScale,
+    workspace: &Workspace,
+    mode: Mode,
+) -> Result<Report<ServiceScaleStatus>, ReconcileError> {
+    let namespace = obj.namespace().unwrap_or_default();
+    if !platform.capabilities().service_scale {
+        return Err(ReconcileError::user(
+            UNSUPPORTED,
+            format!(
+                "spec.service: {} has no per-service replica count; delete this ServiceScale",
+                view.spec.type_
+            ),
+        ));
+    }
+    let Some(workspace_id) = workspace
+        .status
+        .as_ref()
+        .and_then(|s| s.external_id.clone())
+    else {
+        return Err(ReconcileError::waiting(
+            "WorkspaceNotCreated",
+            format!(
+                "Workspace {namespace}/{} has no platform object yet",
+                workspace.name_any()
+            ),
+        ));
+    };
+    let driver = platform.service_scales().ok_or_else(|| {
+        ReconcileError::user(
+            "NotImplemented",
+            format!(
+                "this version of bosun cannot scale services on {} yet",
+                view.spec.type_
+            ),
+        )
+    })?;
+    let previous = obj.status.clone().unwrap_or_default();
+    let observe_only = workspace.spec.management_policy == ManagementPolicy::Observe;
+    let request = ScaleRequest {
+        key: format!("{namespace}/{}", obj.name_any()),
+        service: &obj.spec.service,
+        replicas: obj.spec.replicas,
+        workspace_id: &workspace_id,
+        previous: &previous,
+        generation: obj.metadata.generation.unwrap_or_default(),
+        observed_generation: previous.observed_generation,
+        mode: Mode {
+            act: mode.act && !observe_only,
+            ..mode
+        },
+    };
+    driver.reconcile(&request).await
 }

@@ -9,9 +9,9 @@ use crate::core::annotations;
 use crate::core::context::Context;
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
-use crate::core::references;
+use crate::core::references::{self, Objects, ProviderView};
 use crate::platform::drivers::{CreateGuard, WorkspaceRequest};
-use crate::platform::Capabilities;
+use crate::platform::{Capabilities, Platform};
 use async_trait::async_trait;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -76,7 +76,7 @@ pub fn external_name(obj: &Workspace) -> String {
 
 /// Resolves every environment variable, reading Secret-backed ones.
 async fn resolve_env(
-    ctx: &Context,
+    objects: &dyn Objects,
     namespace: &str,
     spec: &WorkspaceSpec,
 ) -> Result<BTreeMap<String, String>, ReconcileError> {
@@ -85,7 +85,7 @@ async fn resolve_env(
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => v.clone(),
             (None, Some(from)) => {
-                references::secret_value(ctx, namespace, &from.secret_key_ref).await?
+                references::secret_value(objects, namespace, &from.secret_key_ref).await?
             }
             (None, None) => String::new(),
         };
@@ -203,6 +203,30 @@ fn not_implemented(platform: PlatformType) -> ReconcileError {
     )
 }
 
+/// The reconcile once the provider is connected, shared by the controller and `bosun plan`:
+/// capabilities, Secret-backed variables, then the platform's mapping.
+pub async fn drive(
+    objects: &dyn Objects,
+    view: &ProviderView,
+    platform: &dyn Platform,
+    obj: &Workspace,
+    mode: Mode,
+    guard: &dyn CreateGuard,
+) -> Result<Report<WorkspaceStatus>, ReconcileError> {
+    if let Some(message) = unsupported(&obj.spec, view.spec.type_, platform.capabilities()) {
+        return Err(ReconcileError::user(UNSUPPORTED, message));
+    }
+    // Every Secret-backed variable must resolve before anything is sent to the platform.
+    let env = resolve_env(objects, &obj.namespace().unwrap_or_default(), &obj.spec).await?;
+    let driver = platform
+        .workspaces()
+        .ok_or_else(|| not_implemented(view.spec.type_))?;
+    let previous = obj.status.clone().unwrap_or_default();
+    driver
+        .reconcile(&request(obj, env, &previous, mode), guard)
+        .await
+}
+
 /// Reconciles Workspaces.
 pub struct WorkspaceReconciler;
 
@@ -217,19 +241,8 @@ impl Reconciler<Workspace> for WorkspaceReconciler {
         let namespace = obj.namespace().unwrap_or_default();
         let (view, platform) =
             references::ready_platform(ctx, &namespace, &obj.spec.provider_ref).await?;
-        if let Some(message) = unsupported(&obj.spec, view.spec.type_, platform.capabilities()) {
-            return Err(ReconcileError::user(UNSUPPORTED, message));
-        }
-        // Every Secret-backed variable must resolve before anything is sent to the platform.
-        let env = resolve_env(ctx, &namespace, &obj.spec).await?;
-        let driver = platform
-            .workspaces()
-            .ok_or_else(|| not_implemented(view.spec.type_))?;
-        let previous = obj.status.clone().unwrap_or_default();
         let guard = KubeCreateGuard { ctx, obj };
-        driver
-            .reconcile(&request(obj, env, &previous, mode), &guard)
-            .await
+        drive(&ctx.client, &view, &*platform, obj, mode, &guard).await
     }
 
     async fn cleanup(&self, obj: &Workspace, ctx: &Context) -> Result<Cleanup, ReconcileError> {
@@ -257,7 +270,8 @@ impl Reconciler<Workspace> for WorkspaceReconciler {
             (DeletionPolicy::Delete, ManagementPolicy::Manage, _) => {
                 let namespace = obj.namespace().unwrap_or_default();
                 let view =
-                    references::get_provider(ctx, &namespace, &obj.spec.provider_ref).await?;
+                    references::get_provider(&ctx.client, &namespace, &obj.spec.provider_ref)
+                        .await?;
                 let platform = references::connect_for_cleanup(ctx, &view).await?;
                 let driver = platform
                     .workspaces()

@@ -6,14 +6,49 @@ use super::error::ReconcileError;
 use crate::api::condition_types::READY;
 use crate::api::{
     find_condition, ClusterProvider, Provider, ProviderKind, ProviderObject, ProviderRef,
-    ProviderSpec, ProviderStatus, SecretKeyRef,
+    ProviderSpec, ProviderStatus, SecretKeyRef, Workspace,
 };
 use crate::platform::{self, Connection, Credential, Platform};
+use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+/// Where the objects a reference names are read from: the cluster for the controller; the
+/// manifests, then the cluster, for `bosun plan`.
+#[async_trait]
+pub trait Objects: Send + Sync {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, kube::Error>;
+    async fn provider(&self, namespace: &str, name: &str) -> Result<Option<Provider>, kube::Error>;
+    async fn cluster_provider(&self, name: &str) -> Result<Option<ClusterProvider>, kube::Error>;
+    async fn workspace(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Workspace>, kube::Error>;
+}
+
+#[async_trait]
+impl Objects for kube::Client {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, kube::Error> {
+        Api::namespaced(self.clone(), namespace).get_opt(name).await
+    }
+    async fn provider(&self, namespace: &str, name: &str) -> Result<Option<Provider>, kube::Error> {
+        Api::namespaced(self.clone(), namespace).get_opt(name).await
+    }
+    async fn cluster_provider(&self, name: &str) -> Result<Option<ClusterProvider>, kube::Error> {
+        Api::all(self.clone()).get_opt(name).await
+    }
+    async fn workspace(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Workspace>, kube::Error> {
+        Api::namespaced(self.clone(), namespace).get_opt(name).await
+    }
+}
 
 /// A provider object, whichever kind it is.
 #[derive(Clone, Debug)]
@@ -70,45 +105,39 @@ impl ProviderView {
 
 /// Reads the provider a reference names.
 pub async fn get_provider(
-    ctx: &Context,
+    objects: &dyn Objects,
     namespace: &str,
     reference: &ProviderRef,
 ) -> Result<ProviderView, ReconcileError> {
     match reference.kind {
-        ProviderKind::Provider => {
-            let api: Api<Provider> = Api::namespaced(ctx.client.clone(), namespace);
-            match api.get_opt(&reference.name).await {
-                Ok(Some(p)) => Ok(ProviderView::from_provider(&p)),
-                Ok(None) => Err(ReconcileError::waiting(
-                    "ProviderNotFound",
-                    format!(
-                        "Provider {namespace}/{} not found: create it or fix spec.providerRef",
-                        reference.name
-                    ),
-                )),
-                Err(e) => Err(ReconcileError::kube(
-                    format!("get Provider {namespace}/{}", reference.name),
-                    e,
-                )),
-            }
-        }
-        ProviderKind::ClusterProvider => {
-            let api: Api<ClusterProvider> = Api::all(ctx.client.clone());
-            match api.get_opt(&reference.name).await {
-                Ok(Some(p)) => Ok(ProviderView::from_cluster_provider(&p)),
-                Ok(None) => Err(ReconcileError::waiting(
-                    "ProviderNotFound",
-                    format!(
-                        "ClusterProvider {} not found: create it or fix spec.providerRef",
-                        reference.name
-                    ),
-                )),
-                Err(e) => Err(ReconcileError::kube(
-                    format!("get ClusterProvider {}", reference.name),
-                    e,
-                )),
-            }
-        }
+        ProviderKind::Provider => match objects.provider(namespace, &reference.name).await {
+            Ok(Some(p)) => Ok(ProviderView::from_provider(&p)),
+            Ok(None) => Err(ReconcileError::waiting(
+                "ProviderNotFound",
+                format!(
+                    "Provider {namespace}/{} not found: create it or fix spec.providerRef",
+                    reference.name
+                ),
+            )),
+            Err(e) => Err(ReconcileError::kube(
+                format!("get Provider {namespace}/{}", reference.name),
+                e,
+            )),
+        },
+        ProviderKind::ClusterProvider => match objects.cluster_provider(&reference.name).await {
+            Ok(Some(p)) => Ok(ProviderView::from_cluster_provider(&p)),
+            Ok(None) => Err(ReconcileError::waiting(
+                "ProviderNotFound",
+                format!(
+                    "ClusterProvider {} not found: create it or fix spec.providerRef",
+                    reference.name
+                ),
+            )),
+            Err(e) => Err(ReconcileError::kube(
+                format!("get ClusterProvider {}", reference.name),
+                e,
+            )),
+        },
     }
 }
 
@@ -118,7 +147,7 @@ pub async fn ready_platform(
     namespace: &str,
     reference: &ProviderRef,
 ) -> Result<(ProviderView, Arc<dyn Platform>), ReconcileError> {
-    let view = get_provider(ctx, namespace, reference).await?;
+    let view = get_provider(&ctx.client, namespace, reference).await?;
     if let Err(why) = view.ready() {
         return Err(ReconcileError::waiting(
             "ProviderNotReady",
@@ -131,12 +160,11 @@ pub async fn ready_platform(
 
 /// Reads one key of a Secret. The value is returned, never logged or put in an error.
 pub async fn secret_value(
-    ctx: &Context,
+    objects: &dyn Objects,
     namespace: &str,
     reference: &SecretKeyRef,
 ) -> Result<String, ReconcileError> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = match api.get_opt(&reference.name).await {
+    let secret = match objects.secret(namespace, &reference.name).await {
         Ok(Some(s)) => s,
         Ok(None) => {
             return Err(ReconcileError::waiting(
@@ -183,7 +211,6 @@ pub async fn secret_value(
     Ok(value.trim_end_matches(['\n', '\r']).to_string())
 }
 
-/// Builds (or reuses) the platform client for a provider, reading its Secret and CA.
 /// The platform client for removing an object: like [`connect`], but when the credential's
 /// Secret is already gone (`kubectl delete -f` removes a directory's objects in name order,
 /// Secrets first), the client this operator last built for the provider still serves.
@@ -205,100 +232,143 @@ pub async fn connect_for_cleanup(
     }
 }
 
+/// What a platform client for a provider is built from: its Secrets read and defaults applied.
+pub struct Access {
+    pub endpoint: String,
+    pub token: String,
+    pub ca_pem: Option<String>,
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Access {
+    /// Reads the provider's credential and CA from `objects`.
+    pub async fn read(
+        objects: &dyn Objects,
+        view: &ProviderView,
+    ) -> Result<Access, ReconcileError> {
+        let secret_ns = view.secret_namespace.clone().ok_or_else(|| {
+            ReconcileError::user(
+                "SecretNamespaceMissing",
+                format!("{} names no namespace for its Secret", view.display),
+            )
+        })?;
+        let token = secret_value(objects, &secret_ns, &view.spec.credentials.secret_ref).await?;
+        if token.is_empty() {
+            return Err(ReconcileError::user(
+                "CredentialsEmpty",
+                format!(
+                    "key {:?} of Secret {secret_ns}/{} is empty",
+                    view.spec.credentials.secret_ref.key, view.spec.credentials.secret_ref.name
+                ),
+            ));
+        }
+        let tls = view.spec.tls.clone().unwrap_or_default();
+        let mut ca_pem = tls.ca_bundle.clone();
+        if let Some(ca_ref) = &tls.ca_secret_ref {
+            let ns = ca_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| secret_ns.clone());
+            let pem = secret_value(objects, &ns, ca_ref).await?;
+            ca_pem = Some(match ca_pem {
+                Some(inline) => format!("{inline}\n{pem}"),
+                None => pem,
+            });
+        }
+        let endpoint = match view
+            .spec
+            .endpoint
+            .clone()
+            .or_else(|| platform::default_endpoint(view.spec.type_).map(String::from))
+        {
+            Some(e) => e,
+            None => {
+                return Err(ReconcileError::user(
+                    "EndpointRequired",
+                    format!(
+                        "{} needs spec.endpoint: {} has no public URL",
+                        view.display, view.spec.type_
+                    ),
+                ))
+            }
+        };
+        let limit = view.spec.rate_limit.clone().unwrap_or_default();
+        let per_minute = limit
+            .requests_per_minute
+            .unwrap_or_else(|| platform::default_requests_per_minute(view.spec.type_));
+        let burst = limit.burst.unwrap_or((per_minute / 10).max(1));
+        Ok(Access {
+            endpoint,
+            token,
+            ca_pem,
+            per_minute,
+            burst,
+        })
+    }
+
+    /// Changes whenever a client built from this would differ.
+    fn fingerprint(&self, view: &ProviderView) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        (
+            view.spec.type_.as_str(),
+            &self.endpoint,
+            &self.token,
+            &self.ca_pem,
+            self.per_minute,
+            self.burst,
+        )
+            .hash(&mut hasher);
+        format!("{:?}", view.spec.defaults).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Builds the platform client.
+    pub fn connect(
+        self,
+        view: &ProviderView,
+        budget: Arc<platform::budget::RateBudget>,
+        metrics: crate::core::metrics::Metrics,
+        dry_run: Option<Arc<platform::dry_run::DryRun>>,
+    ) -> Result<Arc<dyn Platform>, ReconcileError> {
+        let connection = Connection {
+            platform: view.spec.type_,
+            endpoint: self.endpoint,
+            credential: Credential::new(self.token),
+            ca_pem: self.ca_pem,
+            defaults: view.spec.defaults.clone().unwrap_or_default(),
+            budget,
+            metrics,
+            dry_run,
+        };
+        platform::connect(connection).map_err(|e| {
+            if e.kind == platform::ErrorKind::Tls {
+                ReconcileError::user("TLSConfigInvalid", format!("{}: {e}", view.display))
+            } else {
+                ReconcileError::user("PlatformNotSupported", format!("{}: {e}", view.display))
+            }
+        })
+    }
+}
+
+/// Builds (or reuses) the platform client for a provider, reading its Secret and CA.
 pub async fn connect(
     ctx: &Context,
     view: &ProviderView,
 ) -> Result<Arc<dyn Platform>, ReconcileError> {
-    let secret_ns = view.secret_namespace.clone().ok_or_else(|| {
-        ReconcileError::user(
-            "SecretNamespaceMissing",
-            format!("{} names no namespace for its Secret", view.display),
-        )
-    })?;
-    let token = secret_value(ctx, &secret_ns, &view.spec.credentials.secret_ref).await?;
-    if token.is_empty() {
-        return Err(ReconcileError::user(
-            "CredentialsEmpty",
-            format!(
-                "key {:?} of Secret {secret_ns}/{} is empty",
-                view.spec.credentials.secret_ref.key, view.spec.credentials.secret_ref.name
-            ),
-        ));
-    }
-    let tls = view.spec.tls.clone().unwrap_or_default();
-    let mut ca_pem = tls.ca_bundle.clone();
-    if let Some(ca_ref) = &tls.ca_secret_ref {
-        let ns = ca_ref
-            .namespace
-            .clone()
-            .unwrap_or_else(|| secret_ns.clone());
-        let pem = secret_value(ctx, &ns, ca_ref).await?;
-        ca_pem = Some(match ca_pem {
-            Some(inline) => format!("{inline}\n{pem}"),
-            None => pem,
-        });
-    }
-    let endpoint = match view
-        .spec
-        .endpoint
-        .clone()
-        .or_else(|| platform::default_endpoint(view.spec.type_).map(String::from))
-    {
-        Some(e) => e,
-        None => {
-            return Err(ReconcileError::user(
-                "EndpointRequired",
-                format!(
-                    "{} needs spec.endpoint: {} has no public URL",
-                    view.display, view.spec.type_
-                ),
-            ))
-        }
-    };
-    let limit = view.spec.rate_limit.clone().unwrap_or_default();
-    let per_minute = limit
-        .requests_per_minute
-        .unwrap_or_else(|| platform::default_requests_per_minute(view.spec.type_));
-    let burst = limit.burst.unwrap_or((per_minute / 10).max(1));
-
-    let mut hasher = DefaultHasher::new();
-    (
-        view.spec.type_.as_str(),
-        &endpoint,
-        &token,
-        &ca_pem,
-        per_minute,
-        burst,
-    )
-        .hash(&mut hasher);
-    format!("{:?}", view.spec.defaults).hash(&mut hasher);
-    let fingerprint = hasher.finish();
+    let access = Access::read(&ctx.client, view).await?;
+    let fingerprint = access.fingerprint(view);
     if let Some(platform) = ctx.platforms.get(&view.display, fingerprint) {
         return Ok(platform);
     }
     let budget = ctx.budgets.get(
         view.spec.type_.as_str(),
-        &endpoint,
-        &token,
-        per_minute,
-        burst,
+        &access.endpoint,
+        &access.token,
+        access.per_minute,
+        access.burst,
     );
-    let connection = Connection {
-        platform: view.spec.type_,
-        endpoint,
-        credential: Credential::new(token),
-        ca_pem,
-        defaults: view.spec.defaults.clone().unwrap_or_default(),
-        budget,
-        metrics: ctx.metrics.clone(),
-    };
-    let platform = platform::connect(connection).map_err(|e| {
-        if e.kind == platform::ErrorKind::Tls {
-            ReconcileError::user("TLSConfigInvalid", format!("{}: {e}", view.display))
-        } else {
-            ReconcileError::user("PlatformNotSupported", format!("{}: {e}", view.display))
-        }
-    })?;
+    let platform = access.connect(view, budget, ctx.metrics.clone(), None)?;
     ctx.platforms
         .put(&view.display, fingerprint, platform.clone());
     Ok(platform)

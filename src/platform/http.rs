@@ -2,6 +2,7 @@
 //! 429 handling and request metrics live here once.
 
 use super::budget::RateBudget;
+use super::dry_run::{held_back_answer, DryRun};
 use super::{Connection, ErrorKind, PlatformError};
 use crate::core::metrics::Metrics;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -18,6 +19,7 @@ pub struct ApiClient {
     platform: &'static str,
     budget: Arc<RateBudget>,
     metrics: Metrics,
+    dry_run: Option<Arc<DryRun>>,
 }
 
 impl ApiClient {
@@ -56,6 +58,7 @@ impl ApiClient {
             platform,
             budget: connection.budget.clone(),
             metrics: connection.metrics.clone(),
+            dry_run: connection.dry_run.clone(),
         })
     }
 
@@ -81,6 +84,45 @@ impl ApiClient {
         operation: &str,
         request: RequestBuilder,
     ) -> Result<Response, PlatformError> {
+        self.dispatch(operation, request, false).await
+    }
+
+    /// Like [`ApiClient::send`], for a request that changes nothing at the platform although
+    /// its method is not GET (a dry-run deploy, a login): `bosun plan` sends it too.
+    pub async fn send_read_only(
+        &self,
+        operation: &str,
+        request: RequestBuilder,
+    ) -> Result<Response, PlatformError> {
+        self.dispatch(operation, request, true).await
+    }
+
+    async fn dispatch(
+        &self,
+        operation: &str,
+        request: RequestBuilder,
+        read_only: bool,
+    ) -> Result<Response, PlatformError> {
+        let request = match &self.dry_run {
+            Some(dry_run) if !read_only => {
+                let (client, built) = request.build_split();
+                let built = built.map_err(|e| {
+                    PlatformError::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "{} {operation}: cannot build the request: {e}",
+                            self.platform
+                        ),
+                    )
+                })?;
+                if !built.method().is_safe() {
+                    dry_run.record(self.platform, operation, &built, &self.base);
+                    return Ok(held_back_answer());
+                }
+                RequestBuilder::from_parts(client, built)
+            }
+            _ => request,
+        };
         self.budget.acquire().await;
         let started = Instant::now();
         let result = request.send().await;

@@ -9,6 +9,7 @@ pub mod codemanager;
 pub mod codesphere;
 pub mod devopness;
 pub mod drivers;
+pub mod dry_run;
 pub mod http;
 pub mod listing;
 pub mod spheron;
@@ -180,6 +181,8 @@ pub struct Connection {
     pub defaults: PlatformDefaults,
     pub budget: Arc<budget::RateBudget>,
     pub metrics: crate::core::metrics::Metrics,
+    /// For `bosun plan`: writes are recorded here instead of sent.
+    pub dry_run: Option<Arc<dry_run::DryRun>>,
 }
 
 /// A platform account bosun can act on.

@@ -11,6 +11,7 @@ mod codesphere;
 mod core;
 mod crds;
 mod devopness;
+mod plan;
 mod resilience;
 mod security;
 mod spheron;

@@ -747,6 +747,8 @@ struct Call<'a> {
     timeout: Option<Duration>,
     /// The webhook takes the token as a query parameter, not a header.
     token_in_query: bool,
+    /// Changes nothing at the platform although it is a POST (a dry run).
+    read_only: bool,
 }
 
 struct Failure {
@@ -932,7 +934,7 @@ impl CodeManager {
         self.mints.fetch_add(1, Ordering::Relaxed);
         let response = self
             .api
-            .send("rbacAuthToken", request)
+            .send_read_only("rbacAuthToken", request)
             .await
             .map_err(|e| scrub(e, &secrets))?;
         let status = response.status();
@@ -1030,11 +1032,12 @@ impl CodeManager {
         if let Some(timeout) = call.timeout {
             request = request.timeout(timeout);
         }
-        let response = self
-            .api
-            .send(call.operation, request)
-            .await
-            .map_err(|e| fail(e, false))?;
+        let sent = if call.read_only {
+            self.api.send_read_only(call.operation, request).await
+        } else {
+            self.api.send(call.operation, request).await
+        };
+        let response = sent.map_err(|e| fail(e, false))?;
         let status = response.status();
         let text = response.text().await.map_err(|e| {
             fail(
@@ -1097,6 +1100,7 @@ impl CodeManager {
                 body: Some(&body),
                 timeout,
                 token_in_query: false,
+                read_only: request.dry_run,
             })
             .await?;
         self.decoded(deploy_results, value)
@@ -1123,6 +1127,7 @@ impl CodeManager {
                 body: Some(&body),
                 timeout: Some(DRY_RUN_TIMEOUT),
                 token_in_query: false,
+                read_only: true,
             })
             .await?;
         self.decoded(dry_run_environments, value)
@@ -1139,6 +1144,7 @@ impl CodeManager {
                 body: None,
                 timeout: None,
                 token_in_query: false,
+                read_only: false,
             })
             .await?;
         self.decoded(deploys_status, value)
@@ -1157,6 +1163,7 @@ impl CodeManager {
                 body: None,
                 timeout: None,
                 token_in_query: false,
+                read_only: false,
             })
             .await;
         match result {
@@ -1186,6 +1193,7 @@ impl CodeManager {
             body: Some(body),
             timeout: None,
             token_in_query: true,
+            read_only: false,
         })
         .await
         .map(|_| ())
@@ -2029,6 +2037,7 @@ mod tests {
             defaults: Default::default(),
             budget: Arc::new(RateBudget::new(6000, 100)),
             metrics: crate::core::metrics::Metrics::new(),
+            dry_run: None,
         }
     }
 

@@ -2797,6 +2797,7 @@ mod tests {
             },
             budget: Arc::new(RateBudget::new(60_000, 1000)),
             metrics: crate::core::metrics::Metrics::new(),
+            dry_run: None,
         }
     }
 
