@@ -675,7 +675,8 @@ pub fn render_text(plan: &Plan) -> String {
         }
         if o.more_after_answer {
             let _ = writeln!(out, "  … {}", o.message);
-        } else if !o.message.is_empty() || !reason.is_empty() {
+        } else if o.outcome != Outcome::Change && (!o.message.is_empty() || !reason.is_empty()) {
+            // After writes, the state the reconcile reports is the one it expects, not news.
             let _ = writeln!(out, "  {reason}: {}", o.message);
         }
         for e in &o.events {

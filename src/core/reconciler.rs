@@ -186,14 +186,27 @@ where
     .await
 }
 
+/// How soon a reconcile that read a stale cached object looks again.
+const STALE_RETRY: Duration = Duration::from_millis(500);
+
 /// Requeue policy for errors of the loop itself (finalizer patches, cleanup failures).
 pub fn error_policy<K: Managed>(obj: Arc<K>, error: &LoopError, ctx: Arc<Context>) -> Action {
+    use kube::runtime::finalizer::Error as FinalizerError;
     let key = obj.uid().unwrap_or_else(|| obj.name_any());
-    let retry_after = match error {
-        LoopError::Finalizer(e) => match e.as_ref() {
-            kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.retry_after(),
-            _ => None,
-        },
+    let LoopError::Finalizer(e) = error;
+    let retry_after = match e.as_ref() {
+        FinalizerError::CleanupFailed(inner) => inner.retry_after(),
+        // The finalizer patch carries a JSON-patch test of the finalizers it read; a cache one
+        // event behind (the object was requeued by a watch before its own update arrived)
+        // fails that test with 422 or 409. Nothing is wrong: look again with the fresh object.
+        FinalizerError::AddFinalizer(kube::Error::Api(status))
+        | FinalizerError::RemoveFinalizer(kube::Error::Api(status))
+            if matches!(status.code, 409 | 422) =>
+        {
+            tracing::debug!(error = %error, "finalizer patch raced a newer version; retrying");
+            return Action::requeue(STALE_RETRY);
+        }
+        _ => None,
     };
     let delay = ctx.backoffs.fail(&key, retry_after);
     warn!(error = %error, delay_s = delay.as_secs_f64(), "reconcile failed; retrying");
