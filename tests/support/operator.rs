@@ -2,16 +2,23 @@
 
 use super::cluster::Cluster;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// A running operator process; killed when dropped.
+///
+/// When it is dropped at the end of a test that passed, every Secret value of its namespace is
+/// looked for in its log, the namespace's Events and every bosun object's status: a hit fails
+/// the test. So every scenario suite doubles as a credential-leak check.
 pub struct Operator {
     child: Child,
     pub http: String,
     pub log: PathBuf,
+    namespace: String,
+    /// The cluster's admin kubeconfig (the operator may run with another).
+    admin_kubeconfig: PathBuf,
 }
 
 /// A free loopback port (the listener is dropped before the operator binds it).
@@ -55,7 +62,13 @@ impl Operator {
             .envs(env.iter().copied())
             .kill_on_drop(true);
         let child = cmd.spawn().expect("spawn bosun run");
-        let op = Operator { child, http, log };
+        let op = Operator {
+            child,
+            http,
+            log,
+            namespace: namespace.to_string(),
+            admin_kubeconfig: cluster.kubeconfig().to_path_buf(),
+        };
         op.wait_healthy().await;
         op
     }
@@ -109,4 +122,87 @@ impl Operator {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(leak) = credential_leak(&self.admin_kubeconfig, &self.namespace, &self.log) {
+            panic!("{leak}");
+        }
+    }
+}
+
+/// Runs kubectl against the cluster synchronously (this runs in `Drop`); None if it fails (a
+/// private control plane may already be gone).
+fn kubectl_json(kubeconfig: &Path, args: &[&str]) -> Option<serde_json::Value> {
+    let out = std::process::Command::new(super::repo_root().join("scripts/kubectl"))
+        .args(args)
+        .args(["-o", "json"])
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The Secret values of a namespace worth looking for: long enough not to match ordinary
+/// words, and not certificates (public by design).
+fn secret_values(kubeconfig: &Path, namespace: &str) -> Vec<String> {
+    let Some(list) = kubectl_json(kubeconfig, &["get", "secrets", "-n", namespace]) else {
+        return Vec::new();
+    };
+    let list: k8s_openapi::List<k8s_openapi::api::core::v1::Secret> =
+        serde_json::from_value(list).unwrap_or_default();
+    let mut values: Vec<String> = list
+        .items
+        .iter()
+        .flat_map(|s| s.data.iter().flatten())
+        .filter_map(|(_, v)| String::from_utf8(v.0.clone()).ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| v.len() >= 8 && !v.starts_with("-----BEGIN CERTIFICATE"))
+        .collect();
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// Where a Secret value of the namespace was found, if anywhere.
+fn credential_leak(kubeconfig: &Path, namespace: &str, log: &Path) -> Option<String> {
+    let secrets = secret_values(kubeconfig, namespace);
+    if secrets.is_empty() {
+        return None;
+    }
+    let mut places = vec![(
+        format!("operator log {}", log.display()),
+        std::fs::read_to_string(log).unwrap_or_default(),
+    )];
+    if let Some(events) = kubectl_json(kubeconfig, &["get", "events", "-n", namespace]) {
+        places.push(("Events".to_string(), events.to_string()));
+    }
+    if let Some(objects) = kubectl_json(kubeconfig, &["get", "bosun", "-n", namespace]) {
+        for o in objects["items"].as_array().into_iter().flatten() {
+            let what = format!(
+                "status of {} {}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            places.push((what, o["status"].to_string()));
+        }
+    }
+    for (place, text) in &places {
+        if let Some(secret) = secrets.iter().find(|s| text.contains(s.as_str())) {
+            let shown: String = secret.chars().take(3).collect();
+            return Some(format!(
+                "a Secret value of namespace {namespace} ({shown}…) appears in the {place}"
+            ));
+        }
+    }
+    None
 }

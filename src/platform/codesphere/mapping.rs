@@ -378,6 +378,9 @@ impl Codesphere {
         }
 
         let needs_rollout = status.source_ref.as_deref() != Some(desired_ref.as_str());
+        // A stage started by this reconcile cannot have finished yet: reading it now would
+        // cost a call that tells nothing, so the next look is a poll away.
+        let mut started_now = false;
         if status.operation.is_none() && act && needs_rollout {
             if let Some(previous_ref) = &status.source_ref {
                 match request.spec.source.git_ref() {
@@ -403,6 +406,7 @@ impl Codesphere {
                     self.start_stage(ws.id, *first, profile.as_deref())
                         .await
                         .map_err(user_or_platform)?;
+                    started_now = true;
                     status.operation = Some(operation(
                         "rollout",
                         *first,
@@ -427,6 +431,7 @@ impl Codesphere {
             self.start_stage(ws.id, Stage::Run, profile.as_deref())
                 .await
                 .map_err(user_or_platform)?;
+            started_now = true;
             status.operation = Some(operation(
                 "restart",
                 Stage::Run,
@@ -442,7 +447,7 @@ impl Codesphere {
         }
 
         // Track the stage in flight.
-        if let Some(op) = status.operation.clone() {
+        if let Some(op) = status.operation.clone().filter(|_| !started_now) {
             let Some(stage) = stage_named(&op.state) else {
                 status.operation = None;
                 return Ok((
@@ -922,9 +927,13 @@ impl WorkspaceDriver for Codesphere {
             adopt,
         );
         let fresh;
-        if act && matches!(located, Located::Absent | Located::Gone(_)) {
-            // About to create: look again in a fresh listing, never a cached one, so that a
-            // workspace created moments ago (by an interrupted reconcile) is found, not doubled.
+        let gone = matches!(located, Located::Gone(_));
+        let interrupted = act && request.create_pending && matches!(located, Located::Absent);
+        if gone || interrupted {
+            // A shared listing may predate a create: before concluding that a known workspace
+            // is gone, or creating after an interrupted create (which may have gone through),
+            // look again in a fresh listing so nothing is doubled. Without the marker bosun
+            // never sent a create for this object, and the shared listing is good enough.
             self.forget_list(team_id).await;
             fresh = self
                 .workspaces_of(team_id)
@@ -1016,7 +1025,8 @@ impl WorkspaceDriver for Codesphere {
                     .create_workspace(&self.create_body(request, team_id, plan.id))
                     .await
                     .map_err(user_or_platform)?;
-                self.forget_list(team_id).await;
+                // The shared listing is not forgotten: the next look finds the new id missing
+                // from a stale one as `Gone`, which reads a fresh listing first.
                 guard.created(&created.id.to_string()).await?;
                 notes.push(Note::normal(
                     "Created",
