@@ -771,3 +771,54 @@ async fn a_crash_around_create_never_duplicates() {
         assert!(restarted.terminate().await);
     }
 }
+
+/// A Ready workspace's deep check reads its pipeline without first asking whether it runs;
+/// one stopped at the platform is still noticed (the refused read leads to the running check)
+/// and reported as `Starting`, and is Ready again once it runs.
+#[tokio::test]
+async fn a_workspace_stopped_at_the_platform_is_noticed_without_a_status_read_per_check() {
+    let env = setup("cs-stopped").await;
+    let ns = env.ns.as_str();
+    apply(ns, &workspace("shop", "")).await;
+    let id = id_of(&wait_current(ns, "workspace/shop").await);
+    let request = |token: &'static str| async move {
+        support::cluster()
+            .await
+            .kubectl_ok(
+                &[
+                    "annotate",
+                    "-n",
+                    ns,
+                    "workspace/shop",
+                    &format!("bosun.dev/reconcile-requested-at={token}"),
+                    "--overwrite",
+                ],
+                None,
+            )
+            .await;
+        wait_until(ns, "workspace/shop", "request handled", |o| {
+            o["status"]["lastHandledReconcileAt"] == token
+        })
+        .await
+    };
+
+    env.sim.control().reset_stats();
+    request("deep-1").await;
+    let stats = env.sim.control().stats();
+    let status_reads = stats.requests_for("GET", "/api/workspaces/{workspaceId}/status");
+    let stage_reads = stats.requests_for("GET", "/api/workspaces/{workspaceId}/pipeline/{stage}");
+    assert_eq!(status_reads, 0, "{stats:#?}");
+    assert!(
+        stage_reads >= 1,
+        "the deep check read the run stage: {stats:#?}"
+    );
+
+    assert!(env.sim.set_workspace_running(id, false));
+    let obj = request("deep-2").await;
+    let ready = condition(&obj, "Ready").cloned().unwrap_or_default();
+    assert_eq!(ready["status"], "False", "{ready}");
+    assert_eq!(ready["reason"], "Starting", "{ready}");
+
+    assert!(env.sim.set_workspace_running(id, true));
+    wait_current(ns, "workspace/shop").await;
+}

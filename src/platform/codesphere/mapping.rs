@@ -552,10 +552,17 @@ impl Codesphere {
         }
 
         // Steady state: the run stage as the spec wants it.
-        let run = self
-            .stage_status(ws.id, Stage::Run)
-            .await
-            .map_err(user_or_platform)?;
+        let run = match self.stage_status(ws.id, Stage::Run).await {
+            Ok(run) => run,
+            // Refused: the workspace may have stopped since it was last seen running.
+            Err(e) if e.kind == crate::platform::ErrorKind::Invalid => {
+                if !self.is_running(ws.id).await.map_err(user_or_platform)? {
+                    return Ok(starting(ws.id));
+                }
+                return Err(user_or_platform(e));
+            }
+            Err(e) => return Err(user_or_platform(e)),
+        };
         status.stages = stage_statuses(Stage::Run, &run);
         let running = stage_progress(Stage::Run, &run, None) == StageProgress::Succeeded;
         match (pipeline.run, running) {
@@ -630,6 +637,18 @@ pub fn candidate_name(base: &str, generation: i64) -> String {
 }
 
 type Step = (Readiness, SyncState, Option<Duration>);
+
+/// A workspace that does not run yet (or any more): pipeline calls would be refused.
+fn starting(id: i64) -> Step {
+    (
+        Readiness::not_ready("Starting", "the workspace is not running yet"),
+        SyncState::Progressing {
+            reason: "Starting".into(),
+            message: format!("waiting for workspace {id} to run"),
+        },
+        Some(STAGE_POLL),
+    )
+}
 
 fn progressing(reason: &str, message: String) -> Step {
     (
@@ -1124,16 +1143,22 @@ impl WorkspaceDriver for Codesphere {
             });
         }
 
-        // Pipeline calls answer 400 until the workspace runs.
-        if !self.is_running(ws.id).await.map_err(user_or_platform)? {
+        // Pipeline calls answer 400 until the workspace runs. A workspace that was Ready, with
+        // the same spec and nothing in flight, ran at the last look: its pipeline is read
+        // directly, and asked whether it runs only if that read is refused.
+        let was_running = request.is_drift()
+            && status.operation.is_none()
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == crate::api::condition_types::READY && c.status == "True");
+        if !was_running && !self.is_running(ws.id).await.map_err(user_or_platform)? {
+            let (readiness, sync, requeue_after) = starting(ws.id);
             return Ok(Report {
                 status,
-                readiness: Readiness::not_ready("Starting", "the workspace is not running yet"),
-                sync: SyncState::Progressing {
-                    reason: "Starting".into(),
-                    message: format!("waiting for workspace {} to run", ws.id),
-                },
-                requeue_after: Some(STAGE_POLL),
+                readiness,
+                sync,
+                requeue_after,
                 notes,
             });
         }
