@@ -117,3 +117,52 @@ async fn no_credential_reaches_logs_events_status_or_metrics() {
         }
     }
 }
+
+/// The scan every operator runs when a test ends (`support::Operator`'s `Drop`) finds what it
+/// looks for: a Secret whose value shows up in a status is reported, naming where.
+#[tokio::test]
+async fn the_leak_scan_every_suite_runs_finds_a_secret_value_in_status() {
+    let cluster = bosun_cluster().await;
+    let ns = cluster.test_namespace("leak-scan").await.name;
+    let ns = ns.as_str();
+    let cs = CodesphereSim::new(&SimConfig::default());
+    let server = bind(
+        "127.0.0.1:0".parse().unwrap(),
+        codesphere_router(cs.clone()),
+    )
+    .await
+    .expect("codesphere simulator");
+    apply(ns, &format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: cs-token}}\nstringData: {{token: sim-token}}\n---\n\
+         apiVersion: bosun.dev/v1alpha1\nkind: Provider\nmetadata: {{name: cs}}\nspec:\n  type: codesphere\n  endpoint: {}/api\n  \
+         credentials: {{secretRef: {{name: cs-token, key: token}}}}\n  defaults: {{teamId: 1}}\n",
+        server.base_url()
+    ))
+    .await;
+    let operator = support::Operator::start(cluster, ns, &[]).await;
+    let provider = wait_until(ns, "provider/cs", "Ready", |o| {
+        condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    let identity = provider["status"]["identity"].as_str().expect("identity");
+    assert_eq!(
+        support::credential_leak(cluster.kubeconfig(), ns, &operator.log),
+        None,
+        "nothing secret shows yet"
+    );
+    // A decoy: a "Secret" holding text that status shows anyway.
+    apply(ns, &format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: decoy}}\nstringData: {{value: '{identity}'}}\n"
+    ))
+    .await;
+    let found = support::credential_leak(cluster.kubeconfig(), ns, &operator.log)
+        .expect("the decoy is found");
+    // The log says whom the credential belongs to too, and it is scanned first.
+    assert!(
+        found.contains("operator log") || found.contains("status of Provider cs"),
+        "{found}"
+    );
+    cluster
+        .kubectl_ok(&["delete", "secret", "-n", ns, "decoy"], None)
+        .await;
+}

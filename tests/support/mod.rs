@@ -20,4 +20,4 @@ pub use cluster::{
     cluster, private_cluster, repo_root, wait_for, wait_for_value, Cluster, KubectlOutput,
     TestNamespace,
 };
-pub use operator::{free_port, Operator};
+pub use operator::{credential_leak, free_port, Operator};

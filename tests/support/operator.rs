@@ -158,10 +158,14 @@ fn secret_values(kubeconfig: &Path, namespace: &str) -> Vec<String> {
     let Some(list) = kubectl_json(kubeconfig, &["get", "secrets", "-n", namespace]) else {
         return Vec::new();
     };
-    let list: k8s_openapi::List<k8s_openapi::api::core::v1::Secret> =
-        serde_json::from_value(list).unwrap_or_default();
-    let mut values: Vec<String> = list
-        .items
+    // kubectl prints a generic `kind: List`, which `k8s_openapi::List` refuses: read the items.
+    let secrets: Vec<k8s_openapi::api::core::v1::Secret> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| serde_json::from_value(item.clone()).expect("a Secret as kubectl prints it"))
+        .collect();
+    let mut values: Vec<String> = secrets
         .iter()
         .flat_map(|s| s.data.iter().flatten())
         .filter_map(|(_, v)| String::from_utf8(v.0.clone()).ok())
@@ -174,7 +178,7 @@ fn secret_values(kubeconfig: &Path, namespace: &str) -> Vec<String> {
 }
 
 /// Where a Secret value of the namespace was found, if anywhere.
-fn credential_leak(kubeconfig: &Path, namespace: &str, log: &Path) -> Option<String> {
+pub fn credential_leak(kubeconfig: &Path, namespace: &str, log: &Path) -> Option<String> {
     let secrets = secret_values(kubeconfig, namespace);
     if secrets.is_empty() {
         return None;
