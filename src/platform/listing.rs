@@ -15,6 +15,13 @@ use tokio::sync::Mutex as AsyncMutex;
 
 type Slot<T> = Arc<AsyncMutex<Option<(Instant, Arc<Vec<T>>)>>>;
 
+/// How long one listing serves every object of its scope: long enough that listings take at
+/// most a fifth of the request budget, and never under 3 s.
+pub fn listing_ttl(requests_per_minute: u32) -> Duration {
+    let per_fifth = 300.0 / f64::from(requests_per_minute.max(1));
+    Duration::from_secs_f64(per_fifth.max(3.0))
+}
+
 /// Listings keyed by their scope (a team, an environment), each shared for `ttl`.
 pub struct SharedListings<K, T> {
     ttl: Duration,
@@ -63,6 +70,13 @@ impl<K: Eq + Hash + Clone, T> SharedListings<K, T> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn listings_take_at_most_a_fifth_of_the_budget() {
+        assert_eq!(listing_ttl(300), Duration::from_secs(3));
+        assert_eq!(listing_ttl(30), Duration::from_secs(10));
+        assert_eq!(listing_ttl(0), Duration::from_secs(300));
+    }
 
     #[tokio::test]
     async fn concurrent_callers_share_one_fetch_until_forgotten() {

@@ -1143,56 +1143,72 @@ impl WorkspaceDriver for Codesphere {
             });
         }
 
-        // Pipeline calls answer 400 until the workspace runs. A workspace that was Ready, with
-        // the same spec and nothing in flight, ran at the last look: its pipeline is read
-        // directly, and asked whether it runs only if that read is refused.
-        let was_running = request.is_drift()
-            && status.operation.is_none()
-            && status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == crate::api::condition_types::READY && c.status == "True");
-        if !was_running && !self.is_running(ws.id).await.map_err(user_or_platform)? {
-            let (readiness, sync, requeue_after) = starting(ws.id);
-            return Ok(Report {
-                status,
-                readiness,
-                sync,
-                requeue_after,
-                notes,
-            });
-        }
+        // While a stage bosun started runs, with the same spec and the same variables as when
+        // it started, the workspace runs and its variables are as bosun set them: only the
+        // stage needs a look. (Drift in between is seen at the next deep check.)
+        let tracking = status
+            .operation
+            .as_ref()
+            .is_some_and(|o| stage_named(&o.state).is_some())
+            && request.is_drift()
+            && !request.mode.requested
+            && self
+                .deep_checks
+                .last(ws.id)
+                .is_some_and(|(_, print)| print == env_print);
+        let mut env_changed = false;
+        if !tracking {
+            // Pipeline calls answer 400 until the workspace runs. A workspace that was Ready, with
+            // the same spec and nothing in flight, ran at the last look: its pipeline is read
+            // directly, and asked whether it runs only if that read is refused.
+            let was_running = request.is_drift()
+                && status.operation.is_none()
+                && status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == crate::api::condition_types::READY && c.status == "True");
+            if !was_running && !self.is_running(ws.id).await.map_err(user_or_platform)? {
+                let (readiness, sync, requeue_after) = starting(ws.id);
+                return Ok(Report {
+                    status,
+                    readiness,
+                    sync,
+                    requeue_after,
+                    notes,
+                });
+            }
 
-        // Environment variables: only changed names written, removed ones deleted.
-        let observed_env = self.list_env(ws.id).await.map_err(user_or_platform)?;
-        let (set, delete) = plan_env(&observed_env, &request.env);
-        let env_changed = act && (!set.is_empty() || !delete.is_empty());
-        if env_changed {
-            if !set.is_empty() {
-                self.set_env(ws.id, &set).await.map_err(user_or_platform)?;
+            // Environment variables: only changed names written, removed ones deleted.
+            let observed_env = self.list_env(ws.id).await.map_err(user_or_platform)?;
+            let (set, delete) = plan_env(&observed_env, &request.env);
+            env_changed = act && (!set.is_empty() || !delete.is_empty());
+            if env_changed {
+                if !set.is_empty() {
+                    self.set_env(ws.id, &set).await.map_err(user_or_platform)?;
+                }
+                if !delete.is_empty() {
+                    self.delete_env(ws.id, &delete)
+                        .await
+                        .map_err(user_or_platform)?;
+                }
+                let names: Vec<&str> = set
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .chain(delete.iter().map(String::as_str))
+                    .collect();
+                // A rotated Secret and an edit in the platform's UI look the same from here, so
+                // this is reported as an update naming the variables, not counted as drift.
+                notes.push(Note::normal(
+                    "EnvUpdated",
+                    "Update",
+                    format!(
+                        "set {} and removed {} environment variables: {}",
+                        set.len(),
+                        delete.len(),
+                        names.join(", ")
+                    ),
+                ));
             }
-            if !delete.is_empty() {
-                self.delete_env(ws.id, &delete)
-                    .await
-                    .map_err(user_or_platform)?;
-            }
-            let names: Vec<&str> = set
-                .iter()
-                .map(|e| e.name.as_str())
-                .chain(delete.iter().map(String::as_str))
-                .collect();
-            // A rotated Secret and an edit in the platform's UI look the same from here, so
-            // this is reported as an update naming the variables, not counted as drift.
-            notes.push(Note::normal(
-                "EnvUpdated",
-                "Update",
-                format!(
-                    "set {} and removed {} environment variables: {}",
-                    set.len(),
-                    delete.len(),
-                    names.join(", ")
-                ),
-            ));
         }
 
         let (readiness, sync, requeue) = self
@@ -1203,7 +1219,9 @@ impl WorkspaceDriver for Codesphere {
         } else {
             sync
         };
-        if readiness.ready {
+        // Ready, or a stage started with the variables just read: what is at the platform is
+        // known as of now.
+        if readiness.ready || (!tracking && status.operation.is_some()) {
             self.deep_checks.done(ws.id, env_print);
         }
         Ok(Report {

@@ -12,7 +12,7 @@ use crate::platform::http::{
     check_answer, kind_for_status, name_operation, not_found_is_none, read_json_answer, to_value,
     ApiClient,
 };
-use crate::platform::listing::SharedListings;
+use crate::platform::listing::{listing_ttl, SharedListings};
 use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LINK};
@@ -22,7 +22,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The header naming the action a mutation dispatched.
 pub const ACTION_ID_HEADER: &str = "x-devopness-action-id";
@@ -774,13 +773,6 @@ pub struct Devopness {
     applications: SharedListings<i64, Application>,
     /// Per application: when its variables were last read, and what they were set from.
     pub(crate) deep_checks: DeepChecks,
-}
-
-/// How long one application listing serves every Workspace of an environment: long enough
-/// that listings take at most a fifth of the request budget, and never under 3 s.
-pub fn listing_ttl(requests_per_minute: u32) -> Duration {
-    let per_fifth = 300.0 / f64::from(requests_per_minute.max(1));
-    Duration::from_secs_f64(per_fifth.max(3.0))
 }
 
 impl Devopness {

@@ -55,7 +55,7 @@ use crate::platform::drivers::{
     locate, CreateGuard, Located, ScaleRequest, ServiceScaleDriver, WorkspaceDriver,
     WorkspaceRequest,
 };
-use crate::platform::listing::SharedListings;
+use crate::platform::listing::{listing_ttl, SharedListings};
 use crate::platform::{ErrorKind, PlatformError};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
@@ -113,13 +113,6 @@ pub struct Shared {
     /// Per project or instance: the deployment bosun found matching the spec, and the spec's
     /// fingerprint then. While both still hold, a reconcile needs no call of its own.
     confirmed: StdMutex<HashMap<String, (String, u64)>>,
-}
-
-/// How long one listing serves every Workspace of an organization: long enough that listings
-/// take at most a fifth of the request budget, and never under 3 s.
-pub fn listing_ttl(requests_per_minute: u32) -> Duration {
-    let per_fifth = 300.0 / f64::from(requests_per_minute.max(1));
-    Duration::from_secs_f64(per_fifth.max(3.0))
 }
 
 fn locked<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -2838,13 +2831,6 @@ mod tests {
             locate(&instances, Some("i1".to_string()), "x", false, false),
             Located::Found(&instances[0])
         );
-    }
-
-    #[test]
-    fn listings_take_at_most_a_fifth_of_the_budget() {
-        assert_eq!(listing_ttl(300), Duration::from_secs(3));
-        assert_eq!(listing_ttl(30), Duration::from_secs(10));
-        assert_eq!(listing_ttl(0), Duration::from_secs(300));
     }
 
     // ----- compute --------------------------------------------------------------------------
