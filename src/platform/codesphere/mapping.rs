@@ -446,6 +446,8 @@ impl Codesphere {
             ));
         }
 
+        // The run stage as read by this reconcile, so it is not read twice.
+        let mut run_read = None;
         // Track the stage in flight.
         if let Some(op) = status.operation.clone().filter(|_| !started_now) {
             let Some(stage) = stage_named(&op.state) else {
@@ -462,6 +464,9 @@ impl Codesphere {
                 .map_err(user_or_platform)?;
             status.stages = stage_statuses(stage, &elements);
             let since = parse_time(op.started_at.as_ref());
+            if stage == Stage::Run {
+                run_read = Some(elements.clone());
+            }
             match stage_progress(stage, &elements, since) {
                 StageProgress::Succeeded => {
                     let stages = rollout_stages(pipeline.prepare, pipeline.test, pipeline.run);
@@ -552,7 +557,11 @@ impl Codesphere {
         }
 
         // Steady state: the run stage as the spec wants it.
-        let run = match self.stage_status(ws.id, Stage::Run).await {
+        let read = match run_read {
+            Some(run) => Ok(run),
+            None => self.stage_status(ws.id, Stage::Run).await,
+        };
+        let run = match read {
             Ok(run) => run,
             // Refused: the workspace may have stopped since it was last seen running.
             Err(e) if e.kind == crate::platform::ErrorKind::Invalid => {
