@@ -200,6 +200,14 @@ pub fn deep_check_due(inputs: DeepCheckInputs, last: Option<(Instant, u64)>, now
     }
 }
 
+/// Whether the status bosun last wrote said Ready.
+pub fn was_ready(status: &WorkspaceStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == crate::api::condition_types::READY && c.status == "True")
+}
+
 /// When each platform object's per-object reads were last done, and the env fingerprint then.
 #[derive(Debug, Default)]
 pub struct DeepChecks {
@@ -224,12 +232,8 @@ impl DeepChecks {
         id: i64,
         env_print: u64,
     ) -> bool {
-        let was_ready = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == crate::api::condition_types::READY && c.status == "True");
         let inputs = DeepCheckInputs {
-            was_ready,
+            was_ready: was_ready(status),
             spec_changed: !request.is_drift(),
             requested: request.mode.requested,
             // A finished operation stays in status to show what happened; it is not in flight.

@@ -1,7 +1,7 @@
 //! Codesphere end to end: the real control plane, the real `bosun run` binary and the
 //! Codesphere simulator, with kstatus rules checked after each step.
 
-use super::{apply, bosun_cluster, condition, events, get_json, support, wait_until};
+use super::{annotate, apply, bosun_cluster, condition, events, get_json, support, wait_until};
 use bosun::platform::codesphere::sim::{router, CodesphereSim, Stage};
 use bosun::sim::{bind, SimConfig, SimServer};
 use serde_json::Value;
@@ -782,20 +782,12 @@ async fn a_workspace_stopped_at_the_platform_is_noticed_without_a_status_read_pe
     apply(ns, &workspace("shop", "")).await;
     let id = id_of(&wait_current(ns, "workspace/shop").await);
     let request = |token: &'static str| async move {
-        support::cluster()
-            .await
-            .kubectl_ok(
-                &[
-                    "annotate",
-                    "-n",
-                    ns,
-                    "workspace/shop",
-                    &format!("bosun.dev/reconcile-requested-at={token}"),
-                    "--overwrite",
-                ],
-                None,
-            )
-            .await;
+        annotate(
+            ns,
+            "workspace/shop",
+            &format!("bosun.dev/reconcile-requested-at={token}"),
+        )
+        .await;
         wait_until(ns, "workspace/shop", "request handled", |o| {
             o["status"]["lastHandledReconcileAt"] == token
         })

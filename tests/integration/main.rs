@@ -122,6 +122,17 @@ pub async fn apply(ns: &str, manifest: &str) {
         .await;
 }
 
+/// `kubectl annotate --overwrite` of one object, e.g. a `bosun.dev/reconcile-requested-at` token.
+pub async fn annotate(ns: &str, what: &str, annotation: &str) {
+    support::cluster()
+        .await
+        .kubectl_ok(
+            &["annotate", "-n", ns, what, annotation, "--overwrite"],
+            None,
+        )
+        .await;
+}
+
 /// Polls an object until `f` holds, for up to 90 s; panics with its last status otherwise.
 pub async fn wait_until(
     ns: &str,

@@ -16,7 +16,7 @@ use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{
-    env_fingerprint, locate, CreateGuard, Located, ScaleRequest, ServiceScaleDriver,
+    env_fingerprint, locate, was_ready, CreateGuard, Located, ScaleRequest, ServiceScaleDriver,
     WorkspaceDriver, WorkspaceRequest,
 };
 use crate::platform::{ErrorKind, PlatformError};
@@ -1170,12 +1170,8 @@ impl WorkspaceDriver for Codesphere {
             // Pipeline calls answer 400 until the workspace runs. A workspace that was Ready, with
             // the same spec and nothing in flight, ran at the last look: its pipeline is read
             // directly, and asked whether it runs only if that read is refused.
-            let was_running = request.is_drift()
-                && status.operation.is_none()
-                && status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == crate::api::condition_types::READY && c.status == "True");
+            let was_running =
+                request.is_drift() && status.operation.is_none() && was_ready(&status);
             if !was_running && !self.is_running(ws.id).await.map_err(user_or_platform)? {
                 let (readiness, sync, requeue_after) = starting(ws.id);
                 return Ok(Report {
