@@ -102,18 +102,20 @@ pub struct WorkspaceSpec {
     /// one (default false: a name clash is reported, never silently taken over).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt_by_name: bool,
+    // The platform sections are boxed: a Workspace names one platform at most, and inline the
+    // four would add 500 bytes to every cached Workspace (5 MiB at 10,000; docs/benchmarks.md).
     /// Codesphere-specific settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub codesphere: Option<CodesphereWorkspace>,
+    pub codesphere: Option<Box<CodesphereWorkspace>>,
     /// Devopness-specific settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub devopness: Option<DevopnessWorkspace>,
+    pub devopness: Option<Box<DevopnessWorkspace>>,
     /// Spheron-specific settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spheron: Option<SpheronWorkspace>,
+    pub spheron: Option<Box<SpheronWorkspace>>,
     /// Puppet Enterprise Code Manager-specific settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub puppet_code_manager: Option<CodeManagerWorkspace>,
+    pub puppet_code_manager: Option<Box<CodeManagerWorkspace>>,
 }
 
 fn default_replicas() -> i32 {

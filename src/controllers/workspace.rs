@@ -294,7 +294,7 @@ impl Reconciler<Workspace> for WorkspaceReconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CodesphereWorkspace, ProviderRef, Source};
+    use crate::api::{ProviderRef, Source};
 
     fn spec() -> WorkspaceSpec {
         serde_json::from_value(serde_json::json!({
@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn a_block_for_another_platform_is_named() {
         let mut s = spec();
-        s.codesphere = Some(CodesphereWorkspace::default());
+        s.codesphere = Some(Box::default());
         let p = PlatformType::Spheron;
         let msg = unsupported(&s, p, Capabilities::of(p)).unwrap();
         assert!(msg.starts_with("spec.codesphere"), "{msg}");
