@@ -9,8 +9,9 @@ pub mod workspace;
 use crate::api::{ClusterProvider, DomainBinding, Provider, ProviderKind, ServiceScale, Workspace};
 use crate::core::context::Context;
 use crate::core::reconciler::{error_policy, run, Managed, Reconciler};
-use futures::{Future, StreamExt};
+use futures::{Future, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::PredicateConfig;
@@ -167,6 +168,21 @@ where
     }
 }
 
+/// What wakes a controller when another kind changes: that kind's metadata stream. Every
+/// mapper needs names only, so a trigger never decodes or holds whole objects: no Secret
+/// data (credentials) in memory for a wake-up, and a Workspace status update costs the
+/// ServiceScale and DomainBinding watches its metadata instead of the whole object.
+/// (kube asks an `Api<PartialObjectMeta<K>>` for metadata only.)
+fn triggers<K>(
+    api: Api<PartialObjectMeta<K>>,
+    wc: &watcher::Config,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    watcher(api, wc.clone()).default_backoff().touched_objects()
+}
+
 /// How long a shutdown waits for reconciles in flight.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -184,23 +200,27 @@ where
     // Providers are woken by changes to the Secrets they read.
     let providers = controller_for(api::<Provider>(&client, &scope), wc.clone());
     let provider_store = providers.store();
-    let providers = providers.watches(api::<Secret>(&client, &scope), wc.clone(), move |secret| {
-        let ns = secret.namespace();
-        provider_store
-            .state()
-            .iter()
-            .filter(|p| {
-                p.namespace() == ns && p.spec.credentials.secret_ref.name == secret.name_any()
-            })
-            .map(|p| ObjectRef::from_obj(&**p))
-            .collect::<Vec<_>>()
-    });
+    let providers = providers.watches_stream(
+        triggers(api::<PartialObjectMeta<Secret>>(&client, &scope), &wc),
+        move |secret| {
+            let ns = secret.namespace();
+            provider_store
+                .state()
+                .iter()
+                .filter(|p| {
+                    p.namespace() == ns && p.spec.credentials.secret_ref.name == secret.name_any()
+                })
+                .map(|p| ObjectRef::from_obj(&**p))
+                .collect::<Vec<_>>()
+        },
+    );
 
     let cluster_providers =
         Controller::new(Api::<ClusterProvider>::all(client.clone()), wc.clone());
     let cp_store = cluster_providers.store();
-    let cluster_providers =
-        cluster_providers.watches(api::<Secret>(&client, &scope), wc.clone(), move |secret| {
+    let cluster_providers = cluster_providers.watches_stream(
+        triggers(api::<PartialObjectMeta<Secret>>(&client, &scope), &wc),
+        move |secret| {
             let ns = secret.namespace();
             cp_store
                 .state()
@@ -211,25 +231,31 @@ where
                 })
                 .map(|p| ObjectRef::from_obj(&**p))
                 .collect::<Vec<_>>()
-        });
+        },
+    );
 
     // Workspaces are woken by their provider becoming ready and by their env Secrets.
     let workspaces = controller_for(api::<Workspace>(&client, &scope), wc.clone());
     let ws_store = workspaces.store();
     let (s1, s2, s3) = (ws_store.clone(), ws_store.clone(), ws_store.clone());
     let workspaces = workspaces
-        .watches(api::<Provider>(&client, &scope), wc.clone(), move |p| {
-            by_provider(
-                &s1,
-                ProviderKind::Provider,
-                p.namespace(),
-                p.name_any(),
-                |w| &w.spec.provider_ref,
-            )
-        })
-        .watches(
-            Api::<ClusterProvider>::all(client.clone()),
-            wc.clone(),
+        .watches_stream(
+            triggers(api::<PartialObjectMeta<Provider>>(&client, &scope), &wc),
+            move |p| {
+                by_provider(
+                    &s1,
+                    ProviderKind::Provider,
+                    p.namespace(),
+                    p.name_any(),
+                    |w| &w.spec.provider_ref,
+                )
+            },
+        )
+        .watches_stream(
+            triggers(
+                Api::<PartialObjectMeta<ClusterProvider>>::all(client.clone()),
+                &wc,
+            ),
             move |p| {
                 by_provider(
                     &s2,
@@ -240,65 +266,77 @@ where
                 )
             },
         )
-        .watches(api::<Secret>(&client, &scope), wc.clone(), move |secret| {
-            let ns = secret.namespace();
-            let name = secret.name_any();
-            s3.state()
-                .iter()
-                .filter(|w| w.namespace() == ns)
-                .filter(|w| {
-                    w.spec.env.iter().any(|e| {
-                        e.value_from
-                            .as_ref()
-                            .is_some_and(|f| f.secret_key_ref.name == name)
+        .watches_stream(
+            triggers(api::<PartialObjectMeta<Secret>>(&client, &scope), &wc),
+            move |secret| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                s3.state()
+                    .iter()
+                    .filter(|w| w.namespace() == ns)
+                    .filter(|w| {
+                        w.spec.env.iter().any(|e| {
+                            e.value_from
+                                .as_ref()
+                                .is_some_and(|f| f.secret_key_ref.name == name)
+                        })
                     })
-                })
-                .map(|w| ObjectRef::from_obj(&**w))
-                .collect::<Vec<_>>()
-        });
+                    .map(|w| ObjectRef::from_obj(&**w))
+                    .collect::<Vec<_>>()
+            },
+        );
 
     // ServiceScales and DomainBindings are woken by the Workspaces they name.
     let scales = controller_for(api::<ServiceScale>(&client, &scope), wc.clone());
     let scale_store = scales.store();
-    let scales = scales.watches(api::<Workspace>(&client, &scope), wc.clone(), move |w| {
-        let ns = w.namespace();
-        let name = w.name_any();
-        scale_store
-            .state()
-            .iter()
-            .filter(|s| s.namespace() == ns && s.spec.workspace_ref.name == name)
-            .map(|s| ObjectRef::from_obj(&**s))
-            .collect::<Vec<_>>()
-    });
+    let scales = scales.watches_stream(
+        triggers(api::<PartialObjectMeta<Workspace>>(&client, &scope), &wc),
+        move |w| {
+            let ns = w.namespace();
+            let name = w.name_any();
+            scale_store
+                .state()
+                .iter()
+                .filter(|s| s.namespace() == ns && s.spec.workspace_ref.name == name)
+                .map(|s| ObjectRef::from_obj(&**s))
+                .collect::<Vec<_>>()
+        },
+    );
 
     let bindings = controller_for(api::<DomainBinding>(&client, &scope), wc.clone());
     let binding_store = bindings.store();
     let (b1, b2) = (binding_store.clone(), binding_store.clone());
     let bindings = bindings
-        .watches(api::<Workspace>(&client, &scope), wc.clone(), move |w| {
-            let ns = w.namespace();
-            let name = w.name_any();
-            b1.state()
-                .iter()
-                .filter(|b| {
-                    b.namespace() == ns
-                        && b.spec
-                            .routes
-                            .iter()
-                            .any(|r| r.workspaces.iter().any(|x| x.name == name))
-                })
-                .map(|b| ObjectRef::from_obj(&**b))
-                .collect::<Vec<_>>()
-        })
-        .watches(api::<Provider>(&client, &scope), wc.clone(), move |p| {
-            by_provider(
-                &b2,
-                ProviderKind::Provider,
-                p.namespace(),
-                p.name_any(),
-                |b| &b.spec.provider_ref,
-            )
-        });
+        .watches_stream(
+            triggers(api::<PartialObjectMeta<Workspace>>(&client, &scope), &wc),
+            move |w| {
+                let ns = w.namespace();
+                let name = w.name_any();
+                b1.state()
+                    .iter()
+                    .filter(|b| {
+                        b.namespace() == ns
+                            && b.spec
+                                .routes
+                                .iter()
+                                .any(|r| r.workspaces.iter().any(|x| x.name == name))
+                    })
+                    .map(|b| ObjectRef::from_obj(&**b))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches_stream(
+            triggers(api::<PartialObjectMeta<Provider>>(&client, &scope), &wc),
+            move |p| {
+                by_provider(
+                    &b2,
+                    ProviderKind::Provider,
+                    p.namespace(),
+                    p.name_any(),
+                    |b| &b.spec.provider_ref,
+                )
+            },
+        );
 
     let all_synced = futures::future::join5(
         mark_when_synced(providers.store(), readiness.clone()),
