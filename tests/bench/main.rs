@@ -71,6 +71,8 @@ fn heap_bytes() -> isize {
 
 /// Set (to anything but `0`) by `scripts/bench --quick`.
 const QUICK_ENV: &str = "BOSUN_BENCH_QUICK";
+/// A directory: profile the operator's heap with heaptrack (see `BenchOperator::start`).
+const HEAPTRACK_ENV: &str = "BOSUN_BENCH_HEAPTRACK";
 
 /// The operator's poll interval: its default (`--poll-interval` is not passed). The Workspaces
 /// set no `bosun.dev/poll-interval`: an object's own interval also sets how often its
@@ -715,16 +717,29 @@ impl BenchOperator {
     async fn start(cluster: &support::Cluster, namespace: &str) -> BenchOperator {
         let http = format!("127.0.0.1:{}", support::free_port());
         let log = std::env::temp_dir().join(format!("bosun-bench-operator-{namespace}.log"));
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bosun"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bosun"));
+        command
             .args(["run", "--http-addr", &http, "--namespace", namespace])
             .env("KUBECONFIG", cluster.kubeconfig())
             .env("RUST_LOG", "info")
             .env_remove("BOSUN_POLL_INTERVAL")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("operator log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn bosun run");
+            .kill_on_drop(true);
+        // Where the operator's memory goes: heaptrack's preload library writes every
+        // allocation to a raw file (`heaptrack_interpret < raw | gzip > x.gz`, then
+        // `heaptrack_print x.gz`). The RSS figures of such a run are not comparable.
+        if let Ok(dir) = std::env::var(HEAPTRACK_ENV) {
+            let raw = std::path::Path::new(&dir).join(format!("heaptrack-{namespace}.raw"));
+            println!(
+                "heaptrack: the operator's allocations go to {}",
+                raw.display()
+            );
+            command
+                .env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
+                .env("DUMP_HEAPTRACK_OUTPUT", raw);
+        }
+        let child = command.spawn().expect("spawn bosun run");
         let operator = BenchOperator { child, log };
         let url = format!("http://{http}/healthz");
         support::wait_for("the operator healthy", Duration::from_secs(30), || async {
