@@ -113,7 +113,8 @@ pub struct PlatformDefaults {
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Identity", type_ = "string", json_path = ".status.identity"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("!has(self.spec.credentials.secretRef.__namespace__)").message("a Provider reads its Secret from its own namespace: remove spec.credentials.secretRef.namespace (use a ClusterProvider to read from another namespace)")
+    validation = Rule::new("!has(self.spec.credentials.secretRef.__namespace__)").message("a Provider reads its Secret from its own namespace: remove spec.credentials.secretRef.namespace (use a ClusterProvider to read from another namespace)"),
+    validation = Rule::new("!has(self.spec.tls) || !has(self.spec.tls.caSecretRef) || !has(self.spec.tls.caSecretRef.__namespace__)").message("a Provider reads its CA Secret from its own namespace: remove spec.tls.caSecretRef.namespace (use a ClusterProvider to read from another namespace)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderSpec {
@@ -137,6 +138,38 @@ pub struct ProviderSpec {
     /// Platform ids used when an object does not name its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<PlatformDefaults>,
+}
+
+impl ProviderSpec {
+    /// The namespace a Secret reference of this provider reads from. A Provider
+    /// (`own_namespace` set) reads only from its own namespace: the schema refuses a namespace
+    /// on its references, and ignoring one here keeps it so. A ClusterProvider reads from the
+    /// namespace the reference names, else from its credentials' namespace.
+    pub fn secret_namespace(
+        &self,
+        own_namespace: Option<&str>,
+        r: &SecretKeyRef,
+    ) -> Option<String> {
+        own_namespace
+            .map(String::from)
+            .or_else(|| r.namespace.clone())
+            .or_else(|| self.credentials.secret_ref.namespace.clone())
+    }
+
+    /// Whether this provider reads the Secret `namespace`/`name`: its credentials or its CA.
+    pub fn reads_secret(
+        &self,
+        own_namespace: Option<&str>,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> bool {
+        let ca = self.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref());
+        std::iter::once(&self.credentials.secret_ref)
+            .chain(ca)
+            .any(|r| {
+                r.name == name && self.secret_namespace(own_namespace, r).as_deref() == namespace
+            })
+    }
 }
 
 /// What bosun last observed about a provider.
@@ -195,5 +228,61 @@ impl ProviderObject for Provider {
 impl ProviderObject for ClusterProvider {
     fn settings(&self) -> &ProviderSpec {
         &self.spec.provider
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(credentials_ns: Option<&str>, ca: Option<(&str, Option<&str>)>) -> ProviderSpec {
+        let r = |name: &str, ns: Option<&str>| SecretKeyRef {
+            name: name.into(),
+            key: "k".into(),
+            namespace: ns.map(String::from),
+        };
+        ProviderSpec {
+            type_: PlatformType::Codesphere,
+            endpoint: None,
+            credentials: Credentials {
+                secret_ref: r("creds", credentials_ns),
+            },
+            tls: ca.map(|(name, ns)| TlsConfig {
+                ca_bundle: None,
+                ca_secret_ref: Some(r(name, ns)),
+            }),
+            rate_limit: None,
+            defaults: None,
+        }
+    }
+
+    #[test]
+    fn a_provider_reads_its_credentials_and_its_ca_from_its_own_namespace_only() {
+        let p = spec(None, Some(("ca", None)));
+        assert!(p.reads_secret(Some("team"), Some("team"), "creds"));
+        assert!(p.reads_secret(Some("team"), Some("team"), "ca"));
+        assert!(!p.reads_secret(Some("team"), Some("other"), "ca"));
+        assert!(!p.reads_secret(Some("team"), Some("team"), "unrelated"));
+        // A namespace on its CA reference (refused by the schema) changes nothing.
+        let p = spec(None, Some(("ca", Some("other"))));
+        assert!(p.reads_secret(Some("team"), Some("team"), "ca"));
+        assert!(!p.reads_secret(Some("team"), Some("other"), "ca"));
+        assert_eq!(
+            p.secret_namespace(Some("team"), &p.tls.clone().unwrap().ca_secret_ref.unwrap()),
+            Some("team".into())
+        );
+    }
+
+    #[test]
+    fn a_cluster_provider_reads_from_the_named_namespaces_its_ca_by_default_next_to_its_credentials(
+    ) {
+        let p = spec(Some("secrets"), Some(("ca", None)));
+        assert!(p.reads_secret(None, Some("secrets"), "creds"));
+        assert!(p.reads_secret(None, Some("secrets"), "ca"));
+        assert!(!p.reads_secret(None, None, "creds"));
+        let p = spec(Some("secrets"), Some(("ca", Some("pki"))));
+        assert!(p.reads_secret(None, Some("pki"), "ca"));
+        assert!(!p.reads_secret(None, Some("secrets"), "ca"));
+        assert!(!spec(Some("secrets"), None).reads_secret(None, Some("secrets"), "ca"));
     }
 }

@@ -6,7 +6,9 @@ pub mod provider;
 pub mod service_scale;
 pub mod workspace;
 
-use crate::api::{ClusterProvider, DomainBinding, Provider, ProviderKind, ServiceScale, Workspace};
+use crate::api::{
+    ClusterProvider, DomainBinding, Provider, ProviderKind, ProviderObject, ServiceScale, Workspace,
+};
 use crate::core::context::Context;
 use crate::core::reconciler::{error_policy, run, Managed, Reconciler};
 use futures::{Future, Stream, StreamExt};
@@ -197,146 +199,65 @@ where
     // longer serves watches from, and the watch then fails with 410 on every relist.
     let wc = watcher::Config::default();
 
-    // Providers are woken by changes to the Secrets they read.
+    // Providers are woken by changes to the Secrets they read: credentials and CA.
     let providers = controller_for(api::<Provider>(&client, &scope), wc.clone());
     let provider_store = providers.store();
     let providers = providers.watches_stream(
         triggers(api::<PartialObjectMeta<Secret>>(&client, &scope), &wc),
-        move |secret| {
-            let ns = secret.namespace();
-            provider_store
-                .state()
-                .iter()
-                .filter(|p| {
-                    p.namespace() == ns && p.spec.credentials.secret_ref.name == secret.name_any()
-                })
-                .map(|p| ObjectRef::from_obj(&**p))
-                .collect::<Vec<_>>()
-        },
+        move |secret| reading_secret(&provider_store, &secret),
     );
 
-    let cluster_providers =
-        Controller::new(Api::<ClusterProvider>::all(client.clone()), wc.clone());
+    let cluster_providers = controller_for(Api::<ClusterProvider>::all(client.clone()), wc.clone());
     let cp_store = cluster_providers.store();
     let cluster_providers = cluster_providers.watches_stream(
         triggers(api::<PartialObjectMeta<Secret>>(&client, &scope), &wc),
-        move |secret| {
-            let ns = secret.namespace();
-            cp_store
-                .state()
-                .iter()
-                .filter(|p| {
-                    let r = &p.spec.provider.credentials.secret_ref;
-                    r.namespace == ns && r.name == secret.name_any()
-                })
-                .map(|p| ObjectRef::from_obj(&**p))
-                .collect::<Vec<_>>()
-        },
+        move |secret| reading_secret(&cp_store, &secret),
     );
 
     // Workspaces are woken by their provider becoming ready and by their env Secrets.
     let workspaces = controller_for(api::<Workspace>(&client, &scope), wc.clone());
     let ws_store = workspaces.store();
-    let (s1, s2, s3) = (ws_store.clone(), ws_store.clone(), ws_store.clone());
-    let workspaces = workspaces
-        .watches_stream(
-            triggers(api::<PartialObjectMeta<Provider>>(&client, &scope), &wc),
-            move |p| {
-                by_provider(
-                    &s1,
-                    ProviderKind::Provider,
-                    p.namespace(),
-                    p.name_any(),
-                    |w| &w.spec.provider_ref,
-                )
-            },
-        )
-        .watches_stream(
-            triggers(
-                Api::<PartialObjectMeta<ClusterProvider>>::all(client.clone()),
-                &wc,
-            ),
-            move |p| {
-                by_provider(
-                    &s2,
-                    ProviderKind::ClusterProvider,
-                    None,
-                    p.name_any(),
-                    |w| &w.spec.provider_ref,
-                )
-            },
-        )
+    let workspaces = woken_by_providers(workspaces, &client, &scope, &wc, |w| &w.spec.provider_ref)
         .watches_stream(
             triggers(api::<PartialObjectMeta<Secret>>(&client, &scope), &wc),
             move |secret| {
-                let ns = secret.namespace();
-                let name = secret.name_any();
-                s3.state()
-                    .iter()
-                    .filter(|w| w.namespace() == ns)
-                    .filter(|w| {
-                        w.spec.env.iter().any(|e| {
-                            e.value_from
-                                .as_ref()
-                                .is_some_and(|f| f.secret_key_ref.name == name)
-                        })
+                referring_to(&ws_store, &secret, |w, name| {
+                    w.spec.env.iter().any(|e| {
+                        e.value_from
+                            .as_ref()
+                            .is_some_and(|f| f.secret_key_ref.name == name)
                     })
-                    .map(|w| ObjectRef::from_obj(&**w))
-                    .collect::<Vec<_>>()
+                })
             },
         );
 
-    // ServiceScales and DomainBindings are woken by the Workspaces they name.
+    // ServiceScales and DomainBindings are woken by the Workspaces they name, DomainBindings
+    // also by their provider becoming ready.
     let scales = controller_for(api::<ServiceScale>(&client, &scope), wc.clone());
     let scale_store = scales.store();
     let scales = scales.watches_stream(
         triggers(api::<PartialObjectMeta<Workspace>>(&client, &scope), &wc),
         move |w| {
-            let ns = w.namespace();
-            let name = w.name_any();
-            scale_store
-                .state()
-                .iter()
-                .filter(|s| s.namespace() == ns && s.spec.workspace_ref.name == name)
-                .map(|s| ObjectRef::from_obj(&**s))
-                .collect::<Vec<_>>()
+            referring_to(&scale_store, &w, |s, name| {
+                s.spec.workspace_ref.name == name
+            })
         },
     );
 
     let bindings = controller_for(api::<DomainBinding>(&client, &scope), wc.clone());
     let binding_store = bindings.store();
-    let (b1, b2) = (binding_store.clone(), binding_store.clone());
-    let bindings = bindings
-        .watches_stream(
-            triggers(api::<PartialObjectMeta<Workspace>>(&client, &scope), &wc),
-            move |w| {
-                let ns = w.namespace();
-                let name = w.name_any();
-                b1.state()
+    let bindings = bindings.watches_stream(
+        triggers(api::<PartialObjectMeta<Workspace>>(&client, &scope), &wc),
+        move |w| {
+            referring_to(&binding_store, &w, |b, name| {
+                b.spec
+                    .routes
                     .iter()
-                    .filter(|b| {
-                        b.namespace() == ns
-                            && b.spec
-                                .routes
-                                .iter()
-                                .any(|r| r.workspaces.iter().any(|x| x.name == name))
-                    })
-                    .map(|b| ObjectRef::from_obj(&**b))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .watches_stream(
-            triggers(api::<PartialObjectMeta<Provider>>(&client, &scope), &wc),
-            move |p| {
-                by_provider(
-                    &b2,
-                    ProviderKind::Provider,
-                    p.namespace(),
-                    p.name_any(),
-                    |b| &b.spec.provider_ref,
-                )
-            },
-        );
+                    .any(|r| r.workspaces.iter().any(|x| x.name == name))
+            })
+        },
+    );
+    let bindings = woken_by_providers(bindings, &client, &scope, &wc, |b| &b.spec.provider_ref);
 
     let all_synced = futures::future::join5(
         mark_when_synced(providers.store(), readiness.clone()),
@@ -391,6 +312,91 @@ where
 }
 
 /// The objects in `store` whose provider reference names this provider.
+/// The providers of `store` that read `secret` (their credentials or their CA).
+fn reading_secret<K>(store: &Store<K>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<K>>
+where
+    K: ProviderObject + kube::Resource<DynamicType = ()> + Clone,
+{
+    let (namespace, name) = (secret.namespace(), secret.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|p| {
+            p.settings()
+                .reads_secret(p.namespace().as_deref(), namespace.as_deref(), &name)
+        })
+        .map(|p| ObjectRef::from_obj(&**p))
+        .collect()
+}
+
+/// The objects of `store` in the namespace of `changed` that refer to it by name.
+fn referring_to<K, O>(
+    store: &Store<K>,
+    changed: &PartialObjectMeta<O>,
+    refers: impl Fn(&K, &str) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    O: Resource,
+{
+    let (namespace, name) = (changed.namespace(), changed.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == namespace && refers(o, &name))
+        .map(|o| ObjectRef::from_obj(&**o))
+        .collect()
+}
+
+/// Adds the wake-ups by the Provider or ClusterProvider that objects of `controller` name.
+fn woken_by_providers<K>(
+    controller: Controller<K>,
+    client: &kube::Client,
+    scope: &Scope,
+    wc: &watcher::Config,
+    reference: fn(&K) -> &crate::api::ProviderRef,
+) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (namespaced, cluster) = (controller.store(), controller.store());
+    controller
+        .watches_stream(
+            triggers(api::<PartialObjectMeta<Provider>>(client, scope), wc),
+            move |p| {
+                let namespace = p.namespace();
+                by_provider(
+                    &namespaced,
+                    ProviderKind::Provider,
+                    namespace,
+                    p.name_any(),
+                    reference,
+                )
+            },
+        )
+        .watches_stream(
+            triggers(
+                Api::<PartialObjectMeta<ClusterProvider>>::all(client.clone()),
+                wc,
+            ),
+            move |p| {
+                by_provider(
+                    &cluster,
+                    ProviderKind::ClusterProvider,
+                    None,
+                    p.name_any(),
+                    reference,
+                )
+            },
+        )
+}
+
 fn by_provider<K>(
     store: &Store<K>,
     kind: ProviderKind,

@@ -58,7 +58,9 @@ pub struct ProviderView {
     pub spec: ProviderSpec,
     pub status: Option<ProviderStatus>,
     pub generation: Option<i64>,
-    /// Where its Secrets live.
+    /// The namespace of a Provider (`None` for a ClusterProvider).
+    pub own_namespace: Option<String>,
+    /// Where its credential Secret lives.
     pub secret_namespace: Option<String>,
 }
 
@@ -73,6 +75,7 @@ impl ProviderView {
             spec: p.settings().clone(),
             status: p.status.clone(),
             generation: p.metadata.generation,
+            own_namespace: p.namespace(),
             secret_namespace: p.namespace(),
         }
     }
@@ -83,6 +86,7 @@ impl ProviderView {
             spec: p.settings().clone(),
             status: p.status.clone(),
             generation: p.metadata.generation,
+            own_namespace: None,
             secret_namespace: p.settings().credentials.secret_ref.namespace.clone(),
         }
     }
@@ -266,9 +270,9 @@ impl Access {
         let tls = view.spec.tls.clone().unwrap_or_default();
         let mut ca_pem = tls.ca_bundle.clone();
         if let Some(ca_ref) = &tls.ca_secret_ref {
-            let ns = ca_ref
-                .namespace
-                .clone()
+            let ns = view
+                .spec
+                .secret_namespace(view.own_namespace.as_deref(), ca_ref)
                 .unwrap_or_else(|| secret_ns.clone());
             let pem = secret_value(objects, &ns, ca_ref).await?;
             ca_pem = Some(match ca_pem {

@@ -210,7 +210,7 @@ async fn an_expired_token_is_reported_and_not_retried_in_a_loop() {
 }
 
 #[tokio::test]
-async fn a_ca_that_does_not_match_is_a_tls_error_and_sends_nothing() {
+async fn a_ca_that_does_not_match_is_a_tls_error_and_sends_nothing_until_the_ca_is_fixed() {
     let env = setup("cm-tls", "sim-token", Some(unrelated_ca_pem())).await;
     let ns = env.ns.as_str();
     let obj = wait_reason(ns, "provider/cm", "Ready", "False", "TLSError").await;
@@ -227,6 +227,10 @@ async fn a_ca_that_does_not_match_is_a_tls_error_and_sends_nothing() {
         0,
         "a request reached the server through an untrusted TLS session"
     );
+
+    // Putting the right CA into the Secret wakes the Provider (it watches its CA Secret too).
+    apply(ns, &ca_secret(&env.sim.ca_pem())).await;
+    wait_reason(ns, "provider/cm", "Ready", "True", "CredentialsVerified").await;
 }
 
 #[tokio::test]

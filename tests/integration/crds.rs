@@ -131,6 +131,11 @@ async fn invalid_manifests_are_rejected_with_a_message_that_says_what_to_fix() {
             "a Provider reads its Secret from its own namespace",
         ),
         (
+            "namespaced Provider with a CA Secret namespace",
+            PROVIDER.replace("key: token}}", "key: token}}\n  tls: {caSecretRef: {name: ca, key: ca.crt, namespace: other}}"),
+            "a Provider reads its CA Secret from its own namespace: remove spec.tls.caSecretRef.namespace",
+        ),
+        (
             "ClusterProvider without a Secret namespace",
             PROVIDER.replace("kind: Provider", "kind: ClusterProvider").replace("name: p}", "name: cp-invalid}"),
             "a ClusterProvider must say where its Secret is: set spec.credentials.secretRef.namespace",
