@@ -311,7 +311,6 @@ where
     );
 }
 
-/// The objects in `store` whose provider reference names this provider.
 /// The providers of `store` that read `secret` (their credentials or their CA).
 fn reading_secret<K>(store: &Store<K>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<K>>
 where
@@ -397,6 +396,7 @@ where
         )
 }
 
+/// The objects in `store` whose provider reference names this provider.
 fn by_provider<K>(
     store: &Store<K>,
     kind: ProviderKind,

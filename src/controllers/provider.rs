@@ -33,7 +33,7 @@ impl ProviderReconciler {
                     format!(
                         "{} refused the credential in Secret {}/{} key {:?}: {e}",
                         view.spec.type_,
-                        view.secret_namespace.as_deref().unwrap_or_default(),
+                        view.secret_namespace(r).unwrap_or_default(),
                         r.name,
                         r.key
                     ),

@@ -60,8 +60,6 @@ pub struct ProviderView {
     pub generation: Option<i64>,
     /// The namespace of a Provider (`None` for a ClusterProvider).
     pub own_namespace: Option<String>,
-    /// Where its credential Secret lives.
-    pub secret_namespace: Option<String>,
 }
 
 impl ProviderView {
@@ -76,7 +74,6 @@ impl ProviderView {
             status: p.status.clone(),
             generation: p.metadata.generation,
             own_namespace: p.namespace(),
-            secret_namespace: p.namespace(),
         }
     }
 
@@ -87,8 +84,12 @@ impl ProviderView {
             status: p.status.clone(),
             generation: p.metadata.generation,
             own_namespace: None,
-            secret_namespace: p.settings().credentials.secret_ref.namespace.clone(),
         }
+    }
+
+    /// Where its Secret `r` lives (see [`ProviderSpec::secret_namespace`]).
+    pub fn secret_namespace(&self, r: &SecretKeyRef) -> Option<String> {
+        self.spec.secret_namespace(self.own_namespace.as_deref(), r)
     }
 
     /// Ready, and for the current generation.
@@ -251,12 +252,14 @@ impl Access {
         objects: &dyn Objects,
         view: &ProviderView,
     ) -> Result<Access, ReconcileError> {
-        let secret_ns = view.secret_namespace.clone().ok_or_else(|| {
-            ReconcileError::user(
-                "SecretNamespaceMissing",
-                format!("{} names no namespace for its Secret", view.display),
-            )
-        })?;
+        let secret_ns = view
+            .secret_namespace(&view.spec.credentials.secret_ref)
+            .ok_or_else(|| {
+                ReconcileError::user(
+                    "SecretNamespaceMissing",
+                    format!("{} names no namespace for its Secret", view.display),
+                )
+            })?;
         let token = secret_value(objects, &secret_ns, &view.spec.credentials.secret_ref).await?;
         if token.is_empty() {
             return Err(ReconcileError::user(
@@ -271,8 +274,7 @@ impl Access {
         let mut ca_pem = tls.ca_bundle.clone();
         if let Some(ca_ref) = &tls.ca_secret_ref {
             let ns = view
-                .spec
-                .secret_namespace(view.own_namespace.as_deref(), ca_ref)
+                .secret_namespace(ca_ref)
                 .unwrap_or_else(|| secret_ns.clone());
             let pem = secret_value(objects, &ns, ca_ref).await?;
             ca_pem = Some(match ca_pem {

@@ -228,7 +228,7 @@ async fn a_ca_that_does_not_match_is_a_tls_error_and_sends_nothing_until_the_ca_
         "a request reached the server through an untrusted TLS session"
     );
 
-    // Putting the right CA into the Secret wakes the Provider (it watches its CA Secret too).
+    // The right CA in the Secret makes the Provider Ready (it watches its CA Secret too).
     apply(ns, &ca_secret(&env.sim.ca_pem())).await;
     wait_reason(ns, "provider/cm", "Ready", "True", "CredentialsVerified").await;
 }
