@@ -103,7 +103,7 @@ pub struct WorkspaceSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt_by_name: bool,
     // The platform sections are boxed: a Workspace names one platform at most, and inline the
-    // four would add 500 bytes to every cached Workspace (5 MiB at 10,000; docs/benchmarks.md).
+    // four would add 472 bytes to every cached Workspace (4.5 MiB at 10,000; docs/benchmarks.md).
     /// Codesphere-specific settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codesphere: Option<Box<CodesphereWorkspace>>,

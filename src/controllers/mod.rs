@@ -75,16 +75,33 @@ fn slim<K: Resource>(obj: &mut K) {
 /// The annotation client-side `kubectl apply` keeps a copy of the whole object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// A controller for `api` that is woken by [`wakes_reconcile`] changes only.
-fn controller_for<K>(api: Api<K>, wc: watcher::Config) -> Controller<K>
-where
+/// What a kind needs to be watched, cached and reconciled by a kube-runtime controller.
+trait Watched:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
     K: Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
-        + 'static,
+        + 'static
+{
+}
+
+/// A controller for `api` that is woken by [`wakes_reconcile`] changes only.
+fn controller_for<K>(api: Api<K>, wc: watcher::Config) -> Controller<K>
+where
+    K: Watched,
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, wc)
@@ -180,7 +197,7 @@ fn triggers<K>(
     wc: &watcher::Config,
 ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: Watched,
 {
     watcher(api, wc.clone()).default_backoff().touched_objects()
 }
@@ -356,13 +373,7 @@ fn woken_by_providers<K>(
     reference: fn(&K) -> &crate::api::ProviderRef,
 ) -> Controller<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let (namespaced, cluster) = (controller.store(), controller.store());
     controller
