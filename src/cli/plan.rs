@@ -9,14 +9,14 @@
 use crate::api::{ClusterProvider, DomainBinding, Provider, ServiceScale, Workspace};
 use crate::controllers;
 use crate::core::annotations;
+use crate::core::budget::RateBudget;
+use crate::core::drivers::CreateGuard;
+use crate::core::dry_run::{DryRun, PlannedCall};
 use crate::core::error::ReconcileError;
 use crate::core::metrics::Metrics;
 use crate::core::reconciler::{Managed, Mode, Note, Report};
 use crate::core::references::{self, Access, Objects, ProviderView};
-use crate::platform::budget::RateBudget;
-use crate::platform::drivers::CreateGuard;
-use crate::platform::dry_run::{DryRun, PlannedCall};
-use crate::platform::Platform;
+use crate::core::seam::Platform;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -366,6 +366,7 @@ impl CreateGuard for PlanGuard {
 struct Platforms {
     dry_run: Arc<DryRun>,
     metrics: Metrics,
+    connector: crate::platform::Connectors,
     built: HashMap<String, Arc<dyn Platform>>,
 }
 
@@ -378,10 +379,11 @@ impl Platforms {
         if let Some(p) = self.built.get(&view.display) {
             return Ok(p.clone());
         }
-        let access = Access::read(objects, view).await?;
+        let access = Access::read(objects, &self.connector, view).await?;
         self.dry_run.hide(&access.token);
         let budget = Arc::new(RateBudget::new(access.per_minute, access.burst));
         let platform = access.connect(
+            &self.connector,
             view,
             budget,
             self.metrics.clone(),
@@ -506,6 +508,7 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
     let mut platforms = Platforms {
         dry_run: dry_run.clone(),
         metrics: Metrics::new(),
+        connector: crate::platform::Connectors::default(),
         built: HashMap::new(),
     };
 
@@ -902,8 +905,10 @@ mod tests {
         assert_eq!(o.events[0].type_, "Warning");
         assert_eq!(o.events[0].reason, "DriftCorrected");
 
-        let refused =
-            crate::platform::PlatformError::new(crate::platform::ErrorKind::Protocol, "unreadable");
+        let refused = crate::core::seam::PlatformError::new(
+            crate::core::seam::ErrorKind::Protocol,
+            "unreadable",
+        );
         let o = judge::<()>(
             "Workspace",
             None,

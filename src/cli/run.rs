@@ -166,6 +166,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send +
             ..Default::default()
         },
         instance,
+        Arc::new(crate::platform::Connectors::default()),
     );
     let scope = match args.namespace {
         Some(ns) => Scope::Namespace(ns),

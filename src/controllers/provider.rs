@@ -26,7 +26,8 @@ impl ProviderReconciler {
         let platform = references::connect(ctx, view).await?;
         let identity = platform.verify().await.map_err(|e| match e.kind {
             // Say which Secret holds the refused credential, never the credential.
-            crate::platform::ErrorKind::Unauthorized | crate::platform::ErrorKind::Forbidden => {
+            crate::core::seam::ErrorKind::Unauthorized
+            | crate::core::seam::ErrorKind::Forbidden => {
                 let r = &view.spec.credentials.secret_ref;
                 ReconcileError::user(
                     e.reason(),

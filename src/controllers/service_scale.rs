@@ -2,11 +2,11 @@
 
 use crate::api::{ManagementPolicy, ServiceScale, ServiceScaleStatus, Workspace};
 use crate::core::context::Context;
+use crate::core::drivers::ScaleRequest;
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Reconciler, Report};
 use crate::core::references::{self, Objects, ProviderView};
-use crate::platform::drivers::ScaleRequest;
-use crate::platform::Platform;
+use crate::core::seam::Platform;
 use async_trait::async_trait;
 use kube::ResourceExt;
 

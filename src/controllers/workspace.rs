@@ -7,11 +7,11 @@ use crate::api::{
 };
 use crate::core::annotations;
 use crate::core::context::Context;
+use crate::core::drivers::{CreateGuard, WorkspaceRequest};
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
 use crate::core::references::{self, Objects, ProviderView};
-use crate::platform::drivers::{CreateGuard, WorkspaceRequest};
-use crate::platform::{Capabilities, Platform};
+use crate::core::seam::{Capabilities, Platform};
 use async_trait::async_trait;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};

@@ -1,13 +1,13 @@
-//! State shared by every reconcile: clients, metrics, backoff, budgets and platform clients.
+//! State shared by every reconcile: clients, metrics, backoff, budgets and the connector that
+//! builds platform clients.
 
 use super::backoff::{BackoffPolicy, Backoffs};
+use super::budget::Budgets;
 use super::events::Publisher;
 use super::metrics::Metrics;
-use crate::platform::budget::Budgets;
-use crate::platform::Platform;
+use super::seam::Connector;
 use kube::Client;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Operator-wide settings.
@@ -35,7 +35,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub backoffs: Backoffs,
     pub budgets: Budgets,
-    pub platforms: PlatformCache,
+    /// Builds (and keeps) platform clients; the platforms supply it.
+    pub platforms: Arc<dyn Connector>,
     pub settings: Settings,
 }
 
@@ -45,6 +46,7 @@ impl Context {
         metrics: Metrics,
         settings: Settings,
         instance: Option<String>,
+        platforms: Arc<dyn Connector>,
     ) -> Arc<Self> {
         Arc::new(Context {
             events: Publisher::new(client.clone(), instance),
@@ -52,42 +54,8 @@ impl Context {
             metrics,
             backoffs: Backoffs::new(settings.backoff),
             budgets: Budgets::default(),
-            platforms: PlatformCache::default(),
+            platforms,
             settings,
         })
-    }
-}
-
-/// A platform client and the fingerprint of what it was built from.
-type Built = (u64, Arc<dyn Platform>);
-
-/// Platform clients per provider, rebuilt whenever what they were built from changes (the
-/// provider's spec, its Secret's value or its CA), so a rotated credential is used at once.
-#[derive(Default)]
-pub struct PlatformCache {
-    entries: Mutex<HashMap<String, Built>>,
-}
-
-impl PlatformCache {
-    /// The cached client for `key` if it was built from `fingerprint`.
-    pub fn get(&self, key: &str, fingerprint: u64) -> Option<Arc<dyn Platform>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(key)
-            .filter(|(f, _)| *f == fingerprint)
-            .map(|(_, p)| p.clone())
-    }
-
-    /// The last client built for `key`, whatever it was built from.
-    pub fn last(&self, key: &str) -> Option<Arc<dyn Platform>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(key).map(|(_, p)| p.clone())
-    }
-
-    pub fn put(&self, key: &str, fingerprint: u64, platform: Arc<dyn Platform>) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_string(), (fingerprint, platform));
     }
 }

@@ -1,6 +1,6 @@
 //! Errors of one reconcile, classified by what bosun does next.
 
-use crate::platform::PlatformError;
+use super::seam::PlatformError;
 use std::time::Duration;
 
 /// Why a reconcile could not finish.

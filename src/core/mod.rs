@@ -3,8 +3,11 @@
 
 pub mod annotations;
 pub mod backoff;
+pub mod budget;
 pub mod conditions;
 pub mod context;
+pub mod drivers;
+pub mod dry_run;
 pub mod error;
 pub mod events;
 pub mod failpoint;
@@ -12,3 +15,4 @@ pub mod leader;
 pub mod metrics;
 pub mod reconciler;
 pub mod references;
+pub mod seam;

@@ -285,7 +285,7 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
                 reason = error.reason(),
                 "refused by the platform; waiting for a change"
             );
-            if error.kind == crate::platform::ErrorKind::Invalid {
+            if error.kind == super::seam::ErrorKind::Invalid {
                 Action::await_change()
             } else {
                 Action::requeue(jittered(poll * REFUSED_POLL_FACTOR))

@@ -1,14 +1,16 @@
 //! Resolving what an object refers to (Providers, Secrets, Workspaces), with conditions that
 //! name exactly what is missing.
 
+use super::budget::RateBudget;
 use super::context::Context;
+use super::dry_run::DryRun;
 use super::error::ReconcileError;
+use super::seam::{Connection, Connector, Credential, ErrorKind, Platform};
 use crate::api::condition_types::READY;
 use crate::api::{
     find_condition, ClusterProvider, Provider, ProviderKind, ProviderObject, ProviderRef,
     ProviderSpec, ProviderStatus, SecretKeyRef, Workspace,
 };
-use crate::platform::{self, Connection, Credential, Platform};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
@@ -250,6 +252,7 @@ impl Access {
     /// Reads the provider's credential and CA from `objects`.
     pub async fn read(
         objects: &dyn Objects,
+        connector: &dyn Connector,
         view: &ProviderView,
     ) -> Result<Access, ReconcileError> {
         let secret_ns = view
@@ -282,12 +285,11 @@ impl Access {
                 None => pem,
             });
         }
-        let endpoint = match view
-            .spec
-            .endpoint
-            .clone()
-            .or_else(|| platform::default_endpoint(view.spec.type_).map(String::from))
-        {
+        let endpoint = match view.spec.endpoint.clone().or_else(|| {
+            connector
+                .default_endpoint(view.spec.type_)
+                .map(String::from)
+        }) {
             Some(e) => e,
             None => {
                 return Err(ReconcileError::user(
@@ -302,7 +304,7 @@ impl Access {
         let limit = view.spec.rate_limit.clone().unwrap_or_default();
         let per_minute = limit
             .requests_per_minute
-            .unwrap_or_else(|| platform::default_requests_per_minute(view.spec.type_));
+            .unwrap_or_else(|| connector.default_requests_per_minute(view.spec.type_));
         let burst = limit.burst.unwrap_or((per_minute / 10).max(1));
         Ok(Access {
             endpoint,
@@ -332,10 +334,11 @@ impl Access {
     /// Builds the platform client.
     pub fn connect(
         self,
+        connector: &dyn Connector,
         view: &ProviderView,
-        budget: Arc<platform::budget::RateBudget>,
+        budget: Arc<RateBudget>,
         metrics: crate::core::metrics::Metrics,
-        dry_run: Option<Arc<platform::dry_run::DryRun>>,
+        dry_run: Option<Arc<DryRun>>,
     ) -> Result<Arc<dyn Platform>, ReconcileError> {
         let connection = Connection {
             platform: view.spec.type_,
@@ -347,8 +350,8 @@ impl Access {
             metrics,
             dry_run,
         };
-        platform::connect(connection).map_err(|e| {
-            if e.kind == platform::ErrorKind::Tls {
+        connector.connect(connection).map_err(|e| {
+            if e.kind == ErrorKind::Tls {
                 ReconcileError::user("TLSConfigInvalid", format!("{}: {e}", view.display))
             } else {
                 ReconcileError::user("PlatformNotSupported", format!("{}: {e}", view.display))
@@ -362,9 +365,9 @@ pub async fn connect(
     ctx: &Context,
     view: &ProviderView,
 ) -> Result<Arc<dyn Platform>, ReconcileError> {
-    let access = Access::read(&ctx.client, view).await?;
+    let access = Access::read(&ctx.client, &*ctx.platforms, view).await?;
     let fingerprint = access.fingerprint(view);
-    if let Some(platform) = ctx.platforms.get(&view.display, fingerprint) {
+    if let Some(platform) = ctx.platforms.cached(&view.display, fingerprint) {
         return Ok(platform);
     }
     let budget = ctx.budgets.get(
@@ -374,8 +377,8 @@ pub async fn connect(
         access.per_minute,
         access.burst,
     );
-    let platform = access.connect(view, budget, ctx.metrics.clone(), None)?;
+    let platform = access.connect(&*ctx.platforms, view, budget, ctx.metrics.clone(), None)?;
     ctx.platforms
-        .put(&view.display, fingerprint, platform.clone());
+        .remember(&view.display, fingerprint, platform.clone());
     Ok(platform)
 }

@@ -1,217 +1,26 @@
-//! The seam between the provider-neutral controller core and the four platforms.
-//!
-//! A platform is built from a `Connection` (endpoint, credential, trust, shared budget) and
-//! answers what it can do (`Capabilities`) and whether the credential works (`verify`). Each
-//! platform lives in its own folder with its API client, simulator and mapping.
+//! The four platforms, each in its own folder with its API client, simulator and mapping, and
+//! what builds their clients ([`Connectors`], handed to the core as a
+//! [`Connector`](crate::core::seam::Connector)). The seam's types live in the core
+//! ([`crate::core::seam`], [`crate::core::drivers`]); platforms depend on the core, never the
+//! other way round.
 
-pub mod budget;
 pub mod codemanager;
 pub mod codesphere;
 pub mod devopness;
-pub mod drivers;
-pub mod dry_run;
 pub mod http;
 pub mod listing;
 pub mod spheron;
 
-use crate::api::{PlatformDefaults, PlatformType};
-use async_trait::async_trait;
-use std::sync::Arc;
-use std::time::Duration;
+// The seam's types, where the platform folders import them from.
+pub use crate::core::seam::{
+    Capabilities, Connection, Credential, ErrorKind, Platform, PlatformError,
+};
+pub use crate::core::{budget, drivers, dry_run};
 
-/// What went wrong talking to a platform, classified by what bosun should do about it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The credential was refused (401): the user must fix the Secret.
-    Unauthorized,
-    /// The credential lacks a permission (403), or belongs to another account.
-    Forbidden,
-    /// The object does not exist (404).
-    NotFound,
-    /// Another change is in progress (409): retry soon.
-    Conflict,
-    /// The platform rejected the request as invalid (400/422): the user must fix the spec.
-    Invalid,
-    /// A plan, seat, billing or usage limit (402, or a 400 that says so): the user must act.
-    QuotaExceeded,
-    /// Too many requests (429): wait for `retry_after`.
-    RateLimited,
-    /// The platform is down or erring (5xx, connection refused).
-    Unavailable,
-    /// No answer in time.
-    Timeout,
-    /// The TLS handshake failed (untrusted or mismatched certificate): the user must fix trust.
-    Tls,
-    /// The platform answered something bosun cannot read.
-    Protocol,
-}
-
-/// An error from a platform API, with what is needed to report it well.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct PlatformError {
-    pub kind: ErrorKind,
-    /// A human-readable message, with the platform's own words where it gave some.
-    pub message: String,
-    pub status: Option<u16>,
-    pub retry_after: Option<Duration>,
-    /// The spec field the platform complained about, where it said.
-    pub field: Option<String>,
-    /// The platform's trace or request id, for support tickets.
-    pub trace_id: Option<String>,
-}
-
-impl PlatformError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        PlatformError {
-            kind,
-            message: message.into(),
-            status: None,
-            retry_after: None,
-            field: None,
-            trace_id: None,
-        }
-    }
-
-    /// Whether retrying later can help without a change from the user.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::Conflict
-                | ErrorKind::RateLimited
-                | ErrorKind::Unavailable
-                | ErrorKind::Timeout
-                | ErrorKind::Protocol
-        )
-    }
-
-    /// The condition reason for this error.
-    pub fn reason(&self) -> &'static str {
-        match self.kind {
-            ErrorKind::Unauthorized => "InvalidCredentials",
-            ErrorKind::Forbidden => "PermissionDenied",
-            ErrorKind::NotFound => "NotFoundAtPlatform",
-            ErrorKind::Conflict => "PlatformConflict",
-            ErrorKind::Invalid => "RejectedByPlatform",
-            ErrorKind::QuotaExceeded => "QuotaExceeded",
-            ErrorKind::RateLimited => "RateLimited",
-            ErrorKind::Unavailable => "PlatformUnavailable",
-            ErrorKind::Timeout => "PlatformTimeout",
-            ErrorKind::Tls => "TLSError",
-            ErrorKind::Protocol => "UnexpectedAnswer",
-        }
-    }
-}
-
-/// What a platform can do, from the design contract's capability table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Capabilities {
-    /// `Workspace.spec.replicas` above 1.
-    pub workspace_replicas: bool,
-    /// `ServiceScale`.
-    pub service_scale: bool,
-    /// `DomainBinding`.
-    pub domain_binding: bool,
-    /// `spec.strategy: BlueGreen`.
-    pub blue_green: bool,
-}
-
-impl Capabilities {
-    /// The capability table of the design contract.
-    pub fn of(platform: PlatformType) -> Capabilities {
-        match platform {
-            PlatformType::Codesphere => Capabilities {
-                workspace_replicas: true,
-                service_scale: true,
-                domain_binding: true,
-                blue_green: true,
-            },
-            PlatformType::Devopness => Capabilities {
-                workspace_replicas: false,
-                service_scale: false,
-                domain_binding: true,
-                blue_green: false,
-            },
-            PlatformType::Spheron => Capabilities {
-                workspace_replicas: true,
-                service_scale: true,
-                domain_binding: true,
-                blue_green: false,
-            },
-            PlatformType::PuppetCodeManager => Capabilities {
-                workspace_replicas: false,
-                service_scale: false,
-                domain_binding: false,
-                blue_green: false,
-            },
-        }
-    }
-}
-
-/// A credential read from a Secret. Its `Debug` never shows the value, so it cannot leak
-/// through logs or error messages by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credential(String);
-
-impl Credential {
-    pub fn new(value: impl Into<String>) -> Self {
-        Credential(value.into())
-    }
-    /// The secret value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credential(<redacted>)")
-    }
-}
-
-/// Everything needed to talk to one platform account.
-#[derive(Clone)]
-pub struct Connection {
-    pub platform: PlatformType,
-    /// Base URL without a trailing slash.
-    pub endpoint: String,
-    pub credential: Credential,
-    /// Extra PEM CA certificates to trust.
-    pub ca_pem: Option<String>,
-    pub defaults: PlatformDefaults,
-    pub budget: Arc<budget::RateBudget>,
-    pub metrics: crate::core::metrics::Metrics,
-    /// For `bosun plan`: writes are recorded here instead of sent.
-    pub dry_run: Option<Arc<dry_run::DryRun>>,
-}
-
-/// A platform account bosun can act on.
-#[async_trait]
-pub trait Platform: Send + Sync {
-    fn platform_type(&self) -> PlatformType;
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::of(self.platform_type())
-    }
-
-    /// Proves the credential with an authenticated call; returns who it belongs to.
-    async fn verify(&self) -> Result<String, PlatformError>;
-
-    /// How this platform manages Workspaces, once its mapping exists.
-    fn workspaces(&self) -> Option<&dyn drivers::WorkspaceDriver> {
-        None
-    }
-
-    /// How this platform scales services, where it can.
-    fn service_scales(&self) -> Option<&dyn drivers::ServiceScaleDriver> {
-        None
-    }
-
-    /// How this platform serves custom domains, where it can.
-    fn domains(&self) -> Option<&dyn drivers::DomainDriver> {
-        None
-    }
-}
+use crate::api::PlatformType;
+use crate::core::seam::Connector;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// The public URL of each platform, used when `spec.endpoint` is omitted.
 pub fn default_endpoint(platform: PlatformType) -> Option<&'static str> {
@@ -245,45 +54,49 @@ pub fn connect(connection: Connection) -> Result<Arc<dyn Platform>, PlatformErro
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A platform client and the fingerprint of what it was built from.
+type Built = (u64, Arc<dyn Platform>);
 
-    #[test]
-    fn credentials_never_print() {
-        let c = Credential::new("s3cr3t-token");
-        assert!(!format!("{c:?}").contains("s3cr3t"));
-        assert!(!format!("{:?}", Some(c)).contains("s3cr3t"));
+/// The four platforms as the core sees them: clients built per connection, and kept per
+/// provider until what they were built from changes (the provider's spec, its Secret's value
+/// or its CA), so a rotated credential is used at once.
+#[derive(Default)]
+pub struct Connectors {
+    built: Mutex<HashMap<String, Built>>,
+}
+
+impl Connectors {
+    fn built(&self) -> std::sync::MutexGuard<'_, HashMap<String, Built>> {
+        self.built.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Connector for Connectors {
+    fn default_endpoint(&self, platform: PlatformType) -> Option<&'static str> {
+        default_endpoint(platform)
     }
 
-    #[test]
-    fn transient_errors_are_retried_and_user_errors_are_not() {
-        for kind in [
-            ErrorKind::RateLimited,
-            ErrorKind::Unavailable,
-            ErrorKind::Timeout,
-            ErrorKind::Conflict,
-        ] {
-            assert!(PlatformError::new(kind, "x").is_transient(), "{kind:?}");
-        }
-        for kind in [
-            ErrorKind::Unauthorized,
-            ErrorKind::Forbidden,
-            ErrorKind::Invalid,
-            ErrorKind::QuotaExceeded,
-            ErrorKind::Tls,
-        ] {
-            assert!(!PlatformError::new(kind, "x").is_transient(), "{kind:?}");
-        }
+    fn default_requests_per_minute(&self, platform: PlatformType) -> u32 {
+        default_requests_per_minute(platform)
     }
 
-    #[test]
-    fn capability_table_matches_the_design() {
-        assert!(Capabilities::of(PlatformType::Codesphere).service_scale);
-        assert!(!Capabilities::of(PlatformType::Devopness).workspace_replicas);
-        assert!(Capabilities::of(PlatformType::Devopness).domain_binding);
-        assert!(Capabilities::of(PlatformType::Spheron).workspace_replicas);
-        let cm = Capabilities::of(PlatformType::PuppetCodeManager);
-        assert!(!cm.workspace_replicas && !cm.service_scale && !cm.domain_binding);
+    fn connect(&self, connection: Connection) -> Result<Arc<dyn Platform>, PlatformError> {
+        connect(connection)
+    }
+
+    fn cached(&self, key: &str, fingerprint: u64) -> Option<Arc<dyn Platform>> {
+        self.built()
+            .get(key)
+            .filter(|(f, _)| *f == fingerprint)
+            .map(|(_, p)| p.clone())
+    }
+
+    fn last(&self, key: &str) -> Option<Arc<dyn Platform>> {
+        self.built().get(key).map(|(_, p)| p.clone())
+    }
+
+    fn remember(&self, key: &str, fingerprint: u64, platform: Arc<dyn Platform>) {
+        self.built()
+            .insert(key.to_string(), (fingerprint, platform));
     }
 }

@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bosun::core::drivers::DEEP_CHECK_INTERVAL;
 use bosun::platform::codesphere::sim::{router, CodesphereSim};
-use bosun::platform::drivers::DEEP_CHECK_INTERVAL;
 use bosun::sim::{bind, SimConfig, SimServer};
 use futures::StreamExt as _;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
