@@ -5,11 +5,12 @@
 //! - [`core`]: the provider-neutral controller core (reconcile loop, conditions, backoff, ...).
 //! - [`controllers`]: one reconciler per kind.
 //! - [`platform`]: the platform seam and one folder per platform (client, simulator, mapping).
-//! - [`sim`]: the simulator framework behind `bosun sim`.
+//! - `sim` (cargo feature `sim`): the simulator framework behind `bosun sim`.
 
 pub mod api;
 pub mod cli;
 pub mod controllers;
 pub mod core;
 pub mod platform;
+#[cfg(feature = "sim")]
 pub mod sim;

@@ -45,6 +45,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "sim")]
         Command::Sim(args) => {
             init_logging(cli.log_format);
             match bosun::sim::cli::run(args).await {

@@ -40,6 +40,7 @@ pub enum Command {
     /// Show what bosun would change at the platforms for some manifests, changing nothing.
     Plan(plan::PlanArgs),
     /// Run the local platform simulators.
+    #[cfg(feature = "sim")]
     Sim(crate::sim::cli::SimArgs),
 }
 

@@ -734,6 +734,10 @@ async fn steady_state_calls_per_poll_for_100_workspaces() {
 /// The operator really dies (abort) right after writing the pending marker, and right after
 /// the create answered but before the id was saved; a restarted operator never creates twice.
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the crash points: cargo test --features failpoints"
+)]
 async fn a_crash_around_create_never_duplicates() {
     let env = setup("cs-crash").await;
     let ns = env.ns.as_str();

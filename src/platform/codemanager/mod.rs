@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod mapping;
+#[cfg(feature = "sim")]
 pub mod sim;

@@ -1,10 +1,11 @@
 //! Codesphere: API client, simulator and mapping.
 
 pub mod client;
-#[cfg(test)]
+#[cfg(all(test, feature = "sim"))]
 mod conformance;
 pub mod domains;
 pub mod mapping;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 pub use client::Codesphere;

@@ -3,4 +3,5 @@
 pub mod client;
 pub mod domains;
 pub mod mapping;
+#[cfg(feature = "sim")]
 pub mod sim;
