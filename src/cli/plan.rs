@@ -14,6 +14,7 @@ use crate::core::drivers::CreateGuard;
 use crate::core::dry_run::{DryRun, PlannedCall};
 use crate::core::error::ReconcileError;
 use crate::core::metrics::Metrics;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Managed, Mode, Note, Report};
 use crate::core::references::{self, Access, Objects, ProviderView};
 use crate::core::seam::Platform;
@@ -416,7 +417,7 @@ pub fn judge<S>(
             .iter()
             .map(|n| PlannedEvent {
                 type_: if n.warning { "Warning" } else { "Normal" },
-                reason: n.reason.clone(),
+                reason: n.reason.to_string(),
                 message: n.message.clone(),
             })
             .collect::<Vec<_>>()
@@ -428,9 +429,9 @@ pub fn judge<S>(
             let (reason, message) = match &report.sync {
                 SyncState::Progressing { reason, message }
                 | SyncState::Retrying { reason, message }
-                | SyncState::Stalled { reason, message } => (reason.clone(), message.clone()),
+                | SyncState::Stalled { reason, message } => (reason.to_string(), message.clone()),
                 SyncState::Synced | SyncState::Paused | SyncState::Observing => (
-                    report.readiness.reason.clone(),
+                    report.readiness.reason.to_string(),
                     report.readiness.message.clone(),
                 ),
             };
@@ -491,7 +492,7 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
                 "Workspace",
                 ws.namespace(),
                 ws.name_any(),
-                Err(ReconcileError::user("ClusterUnreadable", e)),
+                Err(ReconcileError::user(Reason::ClusterUnreadable, e)),
                 Vec::new(),
             )),
         }
@@ -584,7 +585,7 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
         let result = async {
             let scale = applied(objects.cluster.as_ref(), scale)
                 .await
-                .map_err(|e| ReconcileError::user("ClusterUnreadable", e))?;
+                .map_err(|e| ReconcileError::user(Reason::ClusterUnreadable, e))?;
             let ns = scale.namespace().unwrap_or_default();
             let workspace = controllers::service_scale::get_workspace(
                 &objects,
@@ -618,7 +619,7 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
         let result = async {
             let binding = applied(objects.cluster.as_ref(), binding)
                 .await
-                .map_err(|e| ReconcileError::user("ClusterUnreadable", e))?;
+                .map_err(|e| ReconcileError::user(Reason::ClusterUnreadable, e))?;
             let ns = binding.namespace().unwrap_or_default();
             let view = references::get_provider(&objects, &ns, &binding.spec.provider_ref).await?;
             let platform = platforms.connect(&objects, &view).await?;
@@ -786,7 +787,7 @@ mod tests {
             status: (),
             readiness: Readiness {
                 ready: true,
-                reason: "Available".into(),
+                reason: Reason::Available,
                 message: "running".into(),
             },
             sync,
@@ -927,7 +928,10 @@ mod tests {
             "ServiceScale",
             None,
             "s".into(),
-            Err(ReconcileError::waiting("WorkspaceNotCreated", "later")),
+            Err(ReconcileError::waiting(
+                Reason::WorkspaceNotCreated,
+                "later",
+            )),
             vec![],
         );
         assert_eq!(o.outcome, Outcome::Waiting);
@@ -937,7 +941,7 @@ mod tests {
             None,
             "w".into(),
             Err(ReconcileError::user(
-                "UnsupportedByProvider",
+                Reason::UnsupportedByProvider,
                 "spec.replicas",
             )),
             vec![],
@@ -948,7 +952,7 @@ mod tests {
         );
 
         let stalled = SyncState::Stalled {
-            reason: "QuotaExceeded".into(),
+            reason: Reason::QuotaExceeded,
             message: "plan full".into(),
         };
         let o = judge::<()>(
@@ -978,7 +982,10 @@ mod tests {
             "ServiceScale",
             Some("ns".into()),
             "s".into(),
-            Err(ReconcileError::waiting("WorkspaceNotCreated", "later")),
+            Err(ReconcileError::waiting(
+                Reason::WorkspaceNotCreated,
+                "later",
+            )),
             vec![],
         ));
         let text = render_text(&plan);

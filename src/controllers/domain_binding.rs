@@ -1,11 +1,11 @@
 //! `DomainBinding`: a domain at the platform and its routes to Workspaces.
 
 use super::service_scale::get_workspace;
-use super::workspace::UNSUPPORTED;
 use crate::api::{DeletionPolicy, DomainBinding, DomainBindingStatus, ManagementPolicy};
 use crate::core::context::Context;
 use crate::core::drivers::DomainRequest;
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
 use crate::core::references::{self, Objects, ProviderView};
 use crate::core::seam::Platform;
@@ -29,7 +29,7 @@ async fn resolve_routes(
             let ws = get_workspace(objects, namespace, &reference.name).await?;
             if ws.spec.provider_ref != obj.spec.provider_ref {
                 return Err(ReconcileError::user(
-                    "WorkspaceOnAnotherProvider",
+                    Reason::WorkspaceOnAnotherProvider,
                     format!(
                         "route {}: Workspace {namespace}/{} runs on provider {}, not {}",
                         route.path,
@@ -45,7 +45,7 @@ async fn resolve_routes(
                 .and_then(|s| s.external_id.clone())
                 .ok_or_else(|| {
                     ReconcileError::waiting(
-                        "WorkspaceNotCreated",
+                        Reason::WorkspaceNotCreated,
                         format!(
                             "Workspace {namespace}/{} has no platform object yet",
                             reference.name
@@ -80,7 +80,7 @@ fn request<'a>(
 
 fn not_implemented(platform: crate::api::PlatformType) -> ReconcileError {
     ReconcileError::user(
-        "NotImplemented",
+        Reason::NotImplemented,
         format!("this version of bosun cannot bind domains on {platform} yet"),
     )
 }
@@ -96,7 +96,7 @@ pub async fn drive(
 ) -> Result<Report<DomainBindingStatus>, ReconcileError> {
     if !platform.capabilities().domain_binding {
         return Err(ReconcileError::user(
-            UNSUPPORTED,
+            Reason::UnsupportedByProvider,
             format!(
                 "spec.domain: {} does not serve custom domains; delete this DomainBinding",
                 view.spec.type_
@@ -136,7 +136,7 @@ impl Reconciler<DomainBinding> for DomainBindingReconciler {
             || obj.spec.management_policy == ManagementPolicy::Observe
         {
             return Ok(Cleanup::Done(vec![Note::normal(
-                "Orphaned",
+                Reason::Orphaned,
                 "Delete",
                 format!("left {} and its routes in place", obj.spec.domain),
             )]));

@@ -7,6 +7,7 @@ use crate::api::{
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::context::Context;
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
 use crate::core::references::{self, ProviderView};
 use async_trait::async_trait;
@@ -46,7 +47,7 @@ impl ProviderReconciler {
         let previous_identity = previous.and_then(|s| s.identity.clone());
         if previous_identity.as_deref() != Some(identity.as_str()) {
             notes.push(Note::normal(
-                "CredentialsVerified",
+                Reason::CredentialsVerified,
                 "Verify",
                 format!("{} accepted the credential: {identity}", view.spec.type_),
             ));
@@ -58,7 +59,7 @@ impl ProviderReconciler {
         Ok(Report {
             status,
             readiness: Readiness::ready(
-                "CredentialsVerified",
+                Reason::CredentialsVerified,
                 format!("authenticated as {identity}"),
             ),
             sync: SyncState::Synced,
@@ -112,7 +113,7 @@ impl Reconciler<Provider> for ProviderReconciler {
             return Ok(Cleanup::Done(Vec::new()));
         }
         Err(ReconcileError::waiting(
-            "ProviderInUse",
+            Reason::ProviderInUse,
             format!(
                 "deleted once nothing uses it; still used by {}",
                 users.join(", ")

@@ -10,7 +10,7 @@ use crate::core::seam::Platform;
 use async_trait::async_trait;
 use kube::ResourceExt;
 
-use super::workspace::UNSUPPORTED;
+use crate::core::reason::Reason;
 
 /// Reconciles ServiceScales.
 pub struct ServiceScaleReconciler;
@@ -24,7 +24,7 @@ pub async fn get_workspace(
     match objects.workspace(namespace, name).await {
         Ok(Some(ws)) => Ok(ws),
         Ok(None) => Err(ReconcileError::waiting(
-            "WorkspaceNotFound",
+            Reason::WorkspaceNotFound,
             format!("Workspace {namespace}/{name} not found: create it or fix the reference"),
         )),
         Err(e) => Err(ReconcileError::kube(
@@ -72,7 +72,7 @@ pub async fn drive(
     let namespace = obj.namespace().unwrap_or_default();
     if !platform.capabilities().service_scale {
         return Err(ReconcileError::user(
-            UNSUPPORTED,
+            Reason::UnsupportedByProvider,
             format!(
                 "spec.service: {} has no per-service replica count; delete this ServiceScale",
                 view.spec.type_
@@ -85,7 +85,7 @@ pub async fn drive(
         .and_then(|s| s.external_id.clone())
     else {
         return Err(ReconcileError::waiting(
-            "WorkspaceNotCreated",
+            Reason::WorkspaceNotCreated,
             format!(
                 "Workspace {namespace}/{} has no platform object yet",
                 workspace.name_any()
@@ -94,7 +94,7 @@ pub async fn drive(
     };
     let driver = platform.service_scales().ok_or_else(|| {
         ReconcileError::user(
-            "NotImplemented",
+            Reason::NotImplemented,
             format!(
                 "this version of bosun cannot scale services on {} yet",
                 view.spec.type_

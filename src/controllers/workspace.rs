@@ -9,6 +9,7 @@ use crate::core::annotations;
 use crate::core::context::Context;
 use crate::core::drivers::{CreateGuard, WorkspaceRequest};
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Mode, Note, Reconciler, Report};
 use crate::core::references::{self, Objects, ProviderView};
 use crate::core::seam::{Capabilities, Platform};
@@ -16,9 +17,6 @@ use async_trait::async_trait;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
-
-/// Reason for a spec that asks a platform for something it cannot do.
-pub const UNSUPPORTED: &str = "UnsupportedByProvider";
 
 /// The first thing in `spec` that `platform` cannot do, as a message naming the field (pure).
 pub fn unsupported(
@@ -198,7 +196,7 @@ fn request<'a>(
 
 fn not_implemented(platform: PlatformType) -> ReconcileError {
     ReconcileError::user(
-        "NotImplemented",
+        Reason::NotImplemented,
         format!("this version of bosun cannot manage workspaces on {platform} yet"),
     )
 }
@@ -214,7 +212,7 @@ pub async fn drive(
     guard: &dyn CreateGuard,
 ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
     if let Some(message) = unsupported(&obj.spec, view.spec.type_, platform.capabilities()) {
-        return Err(ReconcileError::user(UNSUPPORTED, message));
+        return Err(ReconcileError::user(Reason::UnsupportedByProvider, message));
     }
     // Every Secret-backed variable must resolve before anything is sent to the platform.
     let env = resolve_env(objects, &obj.namespace().unwrap_or_default(), &obj.spec).await?;
@@ -259,7 +257,7 @@ impl Reconciler<Workspace> for WorkspaceReconciler {
             // Orphan and Observe never need the platform, so they finish even without credentials.
             (DeletionPolicy::Orphan, _, id) | (_, ManagementPolicy::Observe, id) => {
                 Ok(Cleanup::Done(vec![Note::normal(
-                    "Orphaned",
+                    Reason::Orphaned,
                     "Delete",
                     format!(
                         "left platform object {} in place (deletionPolicy/managementPolicy)",

@@ -4,6 +4,7 @@
 //! Crossplane convention. `lastTransitionTime` only moves when a condition's status changes, so
 //! a reconcile that changes nothing produces an identical status (and no write).
 
+use super::reason::Reason;
 use crate::api::condition_types::{READY, RECONCILING, STALLED, SYNCED};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -14,11 +15,11 @@ pub enum SyncState {
     /// The spec is applied and nothing is pending.
     Synced,
     /// The spec was applied (or is being) and the platform is still working.
-    Progressing { reason: String, message: String },
+    Progressing { reason: Reason, message: String },
     /// A transient failure; bosun retries with backoff.
-    Retrying { reason: String, message: String },
+    Retrying { reason: Reason, message: String },
     /// bosun cannot go on until the user changes something.
-    Stalled { reason: String, message: String },
+    Stalled { reason: Reason, message: String },
     /// `bosun.dev/paused` is set: observing only.
     Paused,
     /// `managementPolicy: Observe`: reporting only, never writing.
@@ -29,29 +30,26 @@ pub enum SyncState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Readiness {
     pub ready: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Readiness {
-    pub fn ready(reason: &str, message: impl Into<String>) -> Self {
+    pub fn ready(reason: Reason, message: impl Into<String>) -> Self {
         Readiness {
             ready: true,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
-    pub fn not_ready(reason: &str, message: impl Into<String>) -> Self {
+    pub fn not_ready(reason: Reason, message: impl Into<String>) -> Self {
         Readiness {
             ready: false,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
 }
-
-/// Reason used on `Synced` when paused (fixed by the design contract).
-pub const REASON_PAUSED: &str = "ReconcilePaused";
 
 /// Builds the four conditions, keeping `lastTransitionTime` of conditions whose status is unchanged.
 pub fn compute(
@@ -61,30 +59,35 @@ pub fn compute(
     sync: &SyncState,
     now: Timestamp,
 ) -> Vec<Condition> {
-    let (synced, synced_reason, synced_message): (bool, &str, &str) = match sync {
-        SyncState::Synced => (true, "ReconcileSuccess", "the platform matches the spec"),
-        SyncState::Progressing { message, .. } => (true, "ReconcileSuccess", message),
-        SyncState::Retrying { reason, message } => (false, reason, message),
-        SyncState::Stalled { reason, message } => (false, reason, message),
+    let (synced, synced_reason, synced_message): (bool, Reason, &str) = match sync {
+        SyncState::Synced => (
+            true,
+            Reason::ReconcileSuccess,
+            "the platform matches the spec",
+        ),
+        SyncState::Progressing { message, .. } => (true, Reason::ReconcileSuccess, message),
+        SyncState::Retrying { reason, message } => (false, *reason, message),
+        SyncState::Stalled { reason, message } => (false, *reason, message),
         SyncState::Paused => (
             false,
-            REASON_PAUSED,
+            // Fixed by the design contract.
+            Reason::ReconcilePaused,
             "bosun.dev/paused is \"true\": observing only, not acting",
         ),
         SyncState::Observing => (
             true,
-            "Observing",
+            Reason::Observing,
             "managementPolicy is Observe: reporting only",
         ),
     };
-    let (reconciling, rec_reason, rec_message): (bool, &str, &str) = match sync {
-        SyncState::Progressing { reason, message } => (true, reason, message),
-        SyncState::Retrying { reason, message } => (true, reason, message),
-        _ => (false, "Idle", ""),
+    let (reconciling, rec_reason, rec_message): (bool, Reason, &str) = match sync {
+        SyncState::Progressing { reason, message } => (true, *reason, message),
+        SyncState::Retrying { reason, message } => (true, *reason, message),
+        _ => (false, Reason::Idle, ""),
     };
-    let (stalled, st_reason, st_message): (bool, &str, &str) = match sync {
-        SyncState::Stalled { reason, message } => (true, reason, message),
-        _ => (false, "NotStalled", ""),
+    let (stalled, st_reason, st_message): (bool, Reason, &str) = match sync {
+        SyncState::Stalled { reason, message } => (true, *reason, message),
+        _ => (false, Reason::NotStalled, ""),
     };
     let ready_message = if readiness.ready || !readiness.message.is_empty() {
         readiness.message.as_str()
@@ -96,7 +99,7 @@ pub fn compute(
             previous,
             READY,
             readiness.ready,
-            &readiness.reason,
+            readiness.reason,
             ready_message,
             generation,
             now,
@@ -129,7 +132,7 @@ fn condition(
     previous: &[Condition],
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     now: Timestamp,
@@ -179,7 +182,7 @@ mod tests {
         let c = compute(
             &[],
             Some(3),
-            &Readiness::ready("Available", "running"),
+            &Readiness::ready(Reason::Available, "running"),
             &SyncState::Synced,
             t(0),
         );
@@ -193,13 +196,13 @@ mod tests {
     #[test]
     fn stalled_is_abnormal_true_and_unsyncs() {
         let sync = SyncState::Stalled {
-            reason: "SecretNotFound".into(),
+            reason: Reason::SecretNotFound,
             message: "Secret \"x\" not found".into(),
         };
         let c = compute(
             &[],
             Some(1),
-            &Readiness::not_ready("SecretNotFound", "x"),
+            &Readiness::not_ready(Reason::SecretNotFound, "x"),
             &sync,
             t(0),
         );
@@ -213,26 +216,26 @@ mod tests {
     #[test]
     fn retrying_and_progressing_mark_reconciling() {
         let retry = SyncState::Retrying {
-            reason: "PlatformUnavailable".into(),
+            reason: Reason::PlatformUnavailable,
             message: "503".into(),
         };
         let c = compute(
             &[],
             None,
-            &Readiness::not_ready("Creating", ""),
+            &Readiness::not_ready(Reason::Creating, ""),
             &retry,
             t(0),
         );
         assert_eq!(get(&c, RECONCILING).status, "True");
         assert_eq!(get(&c, SYNCED).status, "False");
         let prog = SyncState::Progressing {
-            reason: "Creating".into(),
+            reason: Reason::Creating,
             message: "creating".into(),
         };
         let c = compute(
             &[],
             None,
-            &Readiness::not_ready("Creating", ""),
+            &Readiness::not_ready(Reason::Creating, ""),
             &prog,
             t(0),
         );
@@ -246,11 +249,11 @@ mod tests {
         let c = compute(
             &[],
             None,
-            &Readiness::ready("Available", ""),
+            &Readiness::ready(Reason::Available, ""),
             &SyncState::Paused,
             t(0),
         );
-        assert_eq!(get(&c, SYNCED).reason, REASON_PAUSED);
+        assert_eq!(get(&c, SYNCED).reason, "ReconcilePaused");
         assert_eq!(get(&c, SYNCED).status, "False");
         assert_eq!(get(&c, READY).status, "True");
     }
@@ -260,14 +263,14 @@ mod tests {
         let first = compute(
             &[],
             Some(1),
-            &Readiness::not_ready("Creating", ""),
+            &Readiness::not_ready(Reason::Creating, ""),
             &SyncState::Synced,
             t(0),
         );
         let second = compute(
             &first,
             Some(2),
-            &Readiness::not_ready("Creating", "still"),
+            &Readiness::not_ready(Reason::Creating, "still"),
             &SyncState::Synced,
             t(60),
         );
@@ -275,7 +278,7 @@ mod tests {
         let third = compute(
             &second,
             Some(2),
-            &Readiness::ready("Available", ""),
+            &Readiness::ready(Reason::Available, ""),
             &SyncState::Synced,
             t(120),
         );
@@ -288,14 +291,14 @@ mod tests {
         let a = compute(
             &[],
             Some(1),
-            &Readiness::ready("Available", "ok"),
+            &Readiness::ready(Reason::Available, "ok"),
             &SyncState::Synced,
             t(0),
         );
         let b = compute(
             &a,
             Some(1),
-            &Readiness::ready("Available", "ok"),
+            &Readiness::ready(Reason::Available, "ok"),
             &SyncState::Synced,
             t(500),
         );
@@ -308,7 +311,7 @@ mod tests {
         let c = compute(
             &[],
             None,
-            &Readiness::not_ready("X", long),
+            &Readiness::not_ready(Reason::Creating, long),
             &SyncState::Synced,
             t(0),
         );

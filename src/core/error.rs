@@ -1,5 +1,6 @@
 //! Errors of one reconcile, classified by what bosun does next.
 
+use super::reason::Reason;
 use super::seam::PlatformError;
 use std::time::Duration;
 
@@ -19,16 +20,10 @@ pub enum ReconcileError {
     /// Something the object depends on is missing or not ready yet; bosun waits for it (a watch
     /// triggers the next reconcile as soon as it appears).
     #[error("{message}")]
-    Waiting {
-        reason: &'static str,
-        message: String,
-    },
+    Waiting { reason: Reason, message: String },
     /// The user must change something; bosun waits for that change.
     #[error("{message}")]
-    UserFixable {
-        reason: &'static str,
-        message: String,
-    },
+    UserFixable { reason: Reason, message: String },
 }
 
 impl ReconcileError {
@@ -39,14 +34,14 @@ impl ReconcileError {
         }
     }
 
-    pub fn waiting(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn waiting(reason: Reason, message: impl Into<String>) -> Self {
         ReconcileError::Waiting {
             reason,
             message: message.into(),
         }
     }
 
-    pub fn user(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn user(reason: Reason, message: impl Into<String>) -> Self {
         ReconcileError::UserFixable {
             reason,
             message: message.into(),
@@ -54,12 +49,12 @@ impl ReconcileError {
     }
 
     /// The condition reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ReconcileError::Kube { .. } => "KubernetesAPIError",
+            ReconcileError::Kube { .. } => Reason::KubernetesApiError,
             ReconcileError::Platform(e) => e.reason(),
             ReconcileError::Waiting { reason, .. } | ReconcileError::UserFixable { reason, .. } => {
-                reason
+                *reason
             }
         }
     }

@@ -9,6 +9,7 @@ use super::context::Context;
 use super::error::ReconcileError;
 use crate::api::condition_types::SYNCED;
 use crate::api::{find_condition, FINALIZER};
+use crate::core::reason::Reason;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -65,7 +66,7 @@ pub struct Mode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     pub warning: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub action: String,
     pub message: String,
     /// The spec field a drift correction set back (counted in `bosun_drift_corrections_total`).
@@ -73,19 +74,19 @@ pub struct Note {
 }
 
 impl Note {
-    pub fn normal(reason: &str, action: &str, message: impl Into<String>) -> Self {
+    pub fn normal(reason: Reason, action: &str, message: impl Into<String>) -> Self {
         Note {
             warning: false,
-            reason: reason.into(),
+            reason,
             action: action.into(),
             message: message.into(),
             drift_field: None,
         }
     }
-    pub fn warning(reason: &str, action: &str, message: impl Into<String>) -> Self {
+    pub fn warning(reason: Reason, action: &str, message: impl Into<String>) -> Self {
         Note {
             warning: true,
-            reason: reason.into(),
+            reason,
             action: action.into(),
             message: message.into(),
             drift_field: None,
@@ -99,7 +100,7 @@ impl Note {
     ) -> Self {
         Note {
             warning: true,
-            reason: "DriftCorrected".into(),
+            reason: Reason::DriftCorrected,
             action: "Correct".into(),
             message: format!(
                 "{field} was changed at the platform: set back from {observed} to {desired}"
@@ -234,9 +235,11 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
     };
     let mut report = report;
     if let Some(msg) = &steering.poll_interval_error {
-        report
-            .notes
-            .push(Note::warning("InvalidAnnotation", "Reconcile", msg.clone()));
+        report.notes.push(Note::warning(
+            Reason::InvalidAnnotation,
+            "Reconcile",
+            msg.clone(),
+        ));
     }
 
     let last_handled = steering
@@ -269,7 +272,7 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
         Some(error) if error.is_transient() => {
             let delay = ctx.backoffs.fail(&key, error.retry_after());
             info!(
-                reason = error.reason(),
+                reason = %error.reason(),
                 delay_s = delay.as_secs_f64(),
                 "transient error; backing off"
             );
@@ -282,7 +285,7 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
             // itself, so look again, but rarely.
             ctx.backoffs.succeed(&key);
             info!(
-                reason = error.reason(),
+                reason = %error.reason(),
                 "refused by the platform; waiting for a change"
             );
             if error.kind == super::seam::ErrorKind::Invalid {
@@ -295,7 +298,7 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
             // Waiting on a dependency or on the user: watches bring the change; the poll is a
             // safety net, never a retry storm.
             ctx.backoffs.succeed(&key);
-            info!(reason = error.reason(), "waiting for a change");
+            info!(reason = %error.reason(), "waiting for a change");
             Action::requeue(jittered(poll))
         }
         None => {
@@ -321,7 +324,7 @@ async fn cleanup<K: Managed, R: Reconciler<K>>(
     if steering.paused {
         let sync = SyncState::Paused;
         let readiness = Readiness::not_ready(
-            "Deleting",
+            Reason::Deleting,
             "deletion waits until bosun.dev/paused is removed",
         );
         write_status(
@@ -344,9 +347,9 @@ async fn cleanup<K: Managed, R: Reconciler<K>>(
             Ok(Action::await_change())
         }
         Ok(Cleanup::InProgress(after, message)) => {
-            let readiness = Readiness::not_ready("Deleting", message.clone());
+            let readiness = Readiness::not_ready(Reason::Deleting, message.clone());
             let sync = SyncState::Progressing {
-                reason: "Deleting".into(),
+                reason: Reason::Deleting,
                 message,
             };
             write_status(
@@ -390,25 +393,25 @@ async fn cleanup<K: Managed, R: Reconciler<K>>(
 
 /// The report for a reconcile that failed: observed fields stay as they were.
 fn failure_report<K: Managed>(previous: &K::Status, error: &ReconcileError) -> Report<K::Status> {
-    let reason = error.reason().to_string();
+    let reason = error.reason();
     let message = error.to_string();
     let sync = match error {
         ReconcileError::Waiting { .. } => SyncState::Progressing {
-            reason: reason.clone(),
+            reason,
             message: message.clone(),
         },
         e if e.is_transient() => SyncState::Retrying {
-            reason: reason.clone(),
+            reason,
             message: message.clone(),
         },
         _ => SyncState::Stalled {
-            reason: reason.clone(),
+            reason,
             message: message.clone(),
         },
     };
     Report {
         status: previous.clone(),
-        readiness: Readiness::not_ready(&reason, message),
+        readiness: Readiness::not_ready(reason, message),
         sync,
         requeue_after: None,
         notes: Vec::new(),
@@ -480,7 +483,7 @@ async fn publish_notes<K: Managed>(
         SyncState::Retrying { reason, message } | SyncState::Stalled { reason, message } => {
             (reason, message)
         }
-        SyncState::Progressing { reason, message } if is_waiting_reason(reason) => {
+        SyncState::Progressing { reason, message } if reason.is_missing_dependency() => {
             (reason, message)
         }
         _ => return,
@@ -493,12 +496,8 @@ async fn publish_notes<K: Managed>(
             Some(id) => format!("{message} (platform trace id {id})"),
             None => message.clone(),
         };
-        publish(obj, ctx, &Note::warning(reason, "Reconcile", note)).await;
+        publish(obj, ctx, &Note::warning(*reason, "Reconcile", note)).await;
     }
-}
-
-fn is_waiting_reason(reason: &str) -> bool {
-    reason.ends_with("NotFound") || reason.ends_with("NotReady")
 }
 
 async fn publish<K: Managed>(obj: &K, ctx: &Context, note: &Note) {
@@ -513,7 +512,7 @@ async fn publish<K: Managed>(obj: &K, ctx: &Context, note: &Note) {
         .publish(
             &regarding,
             note.warning,
-            &note.reason,
+            note.reason.as_str(),
             &note.action,
             &note.message,
         )

@@ -11,6 +11,7 @@ use crate::api::{
     find_condition, ClusterProvider, Provider, ProviderKind, ProviderObject, ProviderRef,
     ProviderSpec, ProviderStatus, SecretKeyRef, Workspace,
 };
+use crate::core::reason::Reason;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
@@ -120,7 +121,7 @@ pub async fn get_provider(
         ProviderKind::Provider => match objects.provider(namespace, &reference.name).await {
             Ok(Some(p)) => Ok(ProviderView::from_provider(&p)),
             Ok(None) => Err(ReconcileError::waiting(
-                "ProviderNotFound",
+                Reason::ProviderNotFound,
                 format!(
                     "Provider {namespace}/{} not found: create it or fix spec.providerRef",
                     reference.name
@@ -134,7 +135,7 @@ pub async fn get_provider(
         ProviderKind::ClusterProvider => match objects.cluster_provider(&reference.name).await {
             Ok(Some(p)) => Ok(ProviderView::from_cluster_provider(&p)),
             Ok(None) => Err(ReconcileError::waiting(
-                "ProviderNotFound",
+                Reason::ProviderNotFound,
                 format!(
                     "ClusterProvider {} not found: create it or fix spec.providerRef",
                     reference.name
@@ -157,7 +158,7 @@ pub async fn ready_platform(
     let view = get_provider(&ctx.client, namespace, reference).await?;
     if let Err(why) = view.ready() {
         return Err(ReconcileError::waiting(
-            "ProviderNotReady",
+            Reason::ProviderNotReady,
             format!("{} {why}", view.display),
         ));
     }
@@ -175,7 +176,7 @@ pub async fn secret_value(
         Ok(Some(s)) => s,
         Ok(None) => {
             return Err(ReconcileError::waiting(
-                "SecretNotFound",
+                Reason::SecretNotFound,
                 format!("Secret {namespace}/{} not found", reference.name),
             ))
         }
@@ -198,7 +199,7 @@ pub async fn secret_value(
         .map(|s| s.clone().into_bytes());
     let bytes = from_data.or(from_string).ok_or_else(|| {
         ReconcileError::waiting(
-            "SecretKeyNotFound",
+            Reason::SecretKeyNotFound,
             format!(
                 "Secret {namespace}/{} has no key {:?}",
                 reference.name, reference.key
@@ -207,7 +208,7 @@ pub async fn secret_value(
     })?;
     let value = String::from_utf8(bytes).map_err(|_| {
         ReconcileError::user(
-            "SecretValueInvalid",
+            Reason::SecretValueInvalid,
             format!(
                 "key {:?} of Secret {namespace}/{} is not UTF-8 text",
                 reference.key, reference.name
@@ -226,15 +227,13 @@ pub async fn connect_for_cleanup(
     view: &ProviderView,
 ) -> Result<Arc<dyn Platform>, ReconcileError> {
     match connect(ctx, view).await {
-        Err(e) if matches!(e.reason(), "SecretNotFound" | "SecretKeyNotFound") => {
-            match ctx.platforms.last(&view.display) {
-                Some(platform) => {
-                    tracing::info!(provider = %view.display, "credential Secret is gone; cleaning up with the last client built for it");
-                    Ok(platform)
-                }
-                None => Err(e),
+        Err(e) if e.reason().is_missing_secret() => match ctx.platforms.last(&view.display) {
+            Some(platform) => {
+                tracing::info!(provider = %view.display, "credential Secret is gone; cleaning up with the last client built for it");
+                Ok(platform)
             }
-        }
+            None => Err(e),
+        },
         other => other,
     }
 }
@@ -259,14 +258,14 @@ impl Access {
             .secret_namespace(&view.spec.credentials.secret_ref)
             .ok_or_else(|| {
                 ReconcileError::user(
-                    "SecretNamespaceMissing",
+                    Reason::SecretNamespaceMissing,
                     format!("{} names no namespace for its Secret", view.display),
                 )
             })?;
         let token = secret_value(objects, &secret_ns, &view.spec.credentials.secret_ref).await?;
         if token.is_empty() {
             return Err(ReconcileError::user(
-                "CredentialsEmpty",
+                Reason::CredentialsEmpty,
                 format!(
                     "key {:?} of Secret {secret_ns}/{} is empty",
                     view.spec.credentials.secret_ref.key, view.spec.credentials.secret_ref.name
@@ -293,7 +292,7 @@ impl Access {
             Some(e) => e,
             None => {
                 return Err(ReconcileError::user(
-                    "EndpointRequired",
+                    Reason::EndpointRequired,
                     format!(
                         "{} needs spec.endpoint: {} has no public URL",
                         view.display, view.spec.type_
@@ -352,9 +351,12 @@ impl Access {
         };
         connector.connect(connection).map_err(|e| {
             if e.kind == ErrorKind::Tls {
-                ReconcileError::user("TLSConfigInvalid", format!("{}: {e}", view.display))
+                ReconcileError::user(Reason::TlsConfigInvalid, format!("{}: {e}", view.display))
             } else {
-                ReconcileError::user("PlatformNotSupported", format!("{}: {e}", view.display))
+                ReconcileError::user(
+                    Reason::PlatformNotSupported,
+                    format!("{}: {e}", view.display),
+                )
             }
         })
     }

@@ -7,6 +7,7 @@ use crate::api::{PlatformDefaults, PlatformType};
 use crate::core::budget::RateBudget;
 use crate::core::drivers;
 use crate::core::dry_run::DryRun;
+use crate::core::reason::Reason;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,19 +79,19 @@ impl PlatformError {
     }
 
     /// The condition reason for this error.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self.kind {
-            ErrorKind::Unauthorized => "InvalidCredentials",
-            ErrorKind::Forbidden => "PermissionDenied",
-            ErrorKind::NotFound => "NotFoundAtPlatform",
-            ErrorKind::Conflict => "PlatformConflict",
-            ErrorKind::Invalid => "RejectedByPlatform",
-            ErrorKind::QuotaExceeded => "QuotaExceeded",
-            ErrorKind::RateLimited => "RateLimited",
-            ErrorKind::Unavailable => "PlatformUnavailable",
-            ErrorKind::Timeout => "PlatformTimeout",
-            ErrorKind::Tls => "TLSError",
-            ErrorKind::Protocol => "UnexpectedAnswer",
+            ErrorKind::Unauthorized => Reason::InvalidCredentials,
+            ErrorKind::Forbidden => Reason::PermissionDenied,
+            ErrorKind::NotFound => Reason::NotFoundAtPlatform,
+            ErrorKind::Conflict => Reason::PlatformConflict,
+            ErrorKind::Invalid => Reason::RejectedByPlatform,
+            ErrorKind::QuotaExceeded => Reason::QuotaExceeded,
+            ErrorKind::RateLimited => Reason::RateLimited,
+            ErrorKind::Unavailable => Reason::PlatformUnavailable,
+            ErrorKind::Timeout => Reason::PlatformTimeout,
+            ErrorKind::Tls => Reason::TlsError,
+            ErrorKind::Protocol => Reason::UnexpectedAnswer,
         }
     }
 }

@@ -9,6 +9,7 @@ use super::client::{
 use crate::api::{GitRef, ManagementPolicy, OperationStatus, StageStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{CreateGuard, WorkspaceDriver, WorkspaceRequest};
 use async_trait::async_trait;
@@ -37,7 +38,7 @@ pub fn environment_for(request: &WorkspaceRequest<'_>) -> Result<(String, bool),
     match request.spec.source.git_ref() {
         GitRef::Branch(branch) => Ok(environment_name(branch, None)),
         other => Err(ReconcileError::user(
-            "EnvironmentRequired",
+            Reason::EnvironmentRequired,
             format!("spec.source is {other}: Code Manager deploys branches; set spec.source.branch or spec.puppetCodeManager.environment"),
         )),
     }
@@ -165,13 +166,10 @@ fn operation(id: Option<i64>, state: &str, generation: i64, now: Timestamp) -> O
     }
 }
 
-fn stalled(reason: &str, message: String) -> (Readiness, SyncState, Option<Duration>) {
+fn stalled(reason: Reason, message: String) -> (Readiness, SyncState, Option<Duration>) {
     (
         Readiness::not_ready(reason, message.clone()),
-        SyncState::Stalled {
-            reason: reason.into(),
-            message,
-        },
+        SyncState::Stalled { reason, message },
         None,
     )
 }
@@ -229,7 +227,7 @@ impl WorkspaceDriver for CodeManager {
                         ..op.clone()
                     });
                     notes.push(Note::normal(
-                        "Deployed",
+                        Reason::Deployed,
                         "Deploy",
                         format!(
                             "environment {env} deployed at {}",
@@ -243,7 +241,7 @@ impl WorkspaceDriver for CodeManager {
                         state: "failed".into(),
                         ..op.clone()
                     });
-                    let (readiness, sync, _) = stalled("DeployFailed", msg);
+                    let (readiness, sync, _) = stalled(Reason::DeployFailed, msg);
                     return Ok(Report {
                         status,
                         readiness,
@@ -258,7 +256,7 @@ impl WorkspaceDriver for CodeManager {
                         ..op.clone()
                     });
                     let (readiness, sync, _) = stalled(
-                        "DeployTimeout",
+                        Reason::DeployTimeout,
                         format!(
                             "the deploy of {env} did not finish within {}",
                             humantime::format_duration(DEPLOY_TIMEOUT)
@@ -284,9 +282,9 @@ impl WorkspaceDriver for CodeManager {
                     });
                     return Ok(Report {
                         status,
-                        readiness: Readiness::not_ready("Deploying", msg.clone()),
+                        readiness: Readiness::not_ready(Reason::Deploying, msg.clone()),
                         sync: SyncState::Progressing {
-                            reason: "Deploying".into(),
+                            reason: Reason::Deploying,
                             message: msg,
                         },
                         requeue_after: Some(DEPLOY_POLL),
@@ -316,7 +314,7 @@ impl WorkspaceDriver for CodeManager {
                 if let Some(error) = result.as_ref().and_then(|r| r.error.clone()) {
                     status.operation = Some(operation(id, "failed", request.generation, now));
                     let (readiness, sync, _) =
-                        stalled("DeployFailed", failure_message(&env, Some(&error)));
+                        stalled(Reason::DeployFailed, failure_message(&env, Some(&error)));
                     return Ok(Report {
                         status,
                         readiness,
@@ -335,7 +333,7 @@ impl WorkspaceDriver for CodeManager {
                     String::new()
                 };
                 notes.push(Note::normal(
-                    "DeployQueued",
+                    Reason::DeployQueued,
                     "Deploy",
                     format!(
                         "queued deploy {} of environment {env}{renamed}",
@@ -345,9 +343,9 @@ impl WorkspaceDriver for CodeManager {
                 let msg = format!("deploy of environment {env} queued");
                 return Ok(Report {
                     status,
-                    readiness: Readiness::not_ready("Deploying", msg.clone()),
+                    readiness: Readiness::not_ready(Reason::Deploying, msg.clone()),
                     sync: SyncState::Progressing {
-                        reason: "Deploying".into(),
+                        reason: Reason::Deploying,
                         message: msg,
                     },
                     requeue_after: Some(DEPLOY_POLL),
@@ -358,11 +356,11 @@ impl WorkspaceDriver for CodeManager {
                 return Ok(Report {
                     status,
                     readiness: Readiness::not_ready(
-                        "Deploying",
+                        Reason::Deploying,
                         format!("deploying environment {env}"),
                     ),
                     sync: SyncState::Progressing {
-                        reason: "Deploying".into(),
+                        reason: Reason::Deploying,
                         message: format!("deploying environment {env}"),
                     },
                     requeue_after: Some(DEPLOY_POLL),
@@ -377,7 +375,7 @@ impl WorkspaceDriver for CodeManager {
             .is_some_and(|o| o.state.starts_with("failed"))
         {
             let msg = failure_message(&env, failed_entry(&observed, &env, None));
-            let (readiness, sync, _) = stalled("DeployFailed", msg);
+            let (readiness, sync, _) = stalled(Reason::DeployFailed, msg);
             return Ok(Report {
                 status,
                 readiness,
@@ -391,7 +389,7 @@ impl WorkspaceDriver for CodeManager {
             let msg = format!("environment {env} is not deployed");
             return Ok(Report {
                 status,
-                readiness: Readiness::not_ready("NotDeployed", msg),
+                readiness: Readiness::not_ready(Reason::NotDeployed, msg),
                 sync: SyncState::Synced,
                 requeue_after: None,
                 notes,
@@ -400,7 +398,7 @@ impl WorkspaceDriver for CodeManager {
         if let Some(commit) = request.spec.source.commit.as_deref() {
             if !commit_matches(commit, &signature) {
                 let (readiness, sync, _) = stalled(
-                    "RevisionMismatch",
+                    Reason::RevisionMismatch,
                     format!("environment {env} is deployed at {signature}, but spec.source.commit is {commit}: push that commit to the branch or fix the spec"),
                 );
                 return Ok(Report {
@@ -420,7 +418,7 @@ impl WorkspaceDriver for CodeManager {
         Ok(Report {
             status,
             readiness: Readiness::ready(
-                "Deployed",
+                Reason::Deployed,
                 format!("environment {env} is deployed at {signature}"),
             ),
             sync,
@@ -434,7 +432,7 @@ impl WorkspaceDriver for CodeManager {
         // Code Manager has no call that removes an environment: it follows the control
         // repository's branches. Say so instead of pretending.
         Ok(Cleanup::Done(vec![Note::warning(
-            "NotDeletedAtPlatform",
+            Reason::NotDeletedAtPlatform,
             "Delete",
             format!("Code Manager keeps environment {env} until its branch is deleted from the control repository"),
         )]))

@@ -5,6 +5,7 @@ use super::client::{Codesphere, Domain};
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{DomainDriver, DomainRequest};
 use async_trait::async_trait;
@@ -74,7 +75,7 @@ fn parse_ids(
                 .map(|id| {
                     id.parse::<i64>().map_err(|_| {
                         ReconcileError::user(
-                            "ExternalIdInvalid",
+                            Reason::ExternalIdInvalid,
                             format!("workspace id {id:?} is not a Codesphere id"),
                         )
                     })
@@ -89,7 +90,7 @@ impl Codesphere {
     fn team_for_domains(&self) -> Result<i64, ReconcileError> {
         self.default_team().ok_or_else(|| {
             ReconcileError::user(
-                "TeamRequired",
+                Reason::TeamRequired,
                 "set the Provider's spec.defaults.teamId: Codesphere domains belong to a team",
             )
         })
@@ -113,7 +114,7 @@ impl DomainDriver for Codesphere {
             None if act => {
                 let d = self.create_domain(team, request.domain).await?;
                 notes.push(Note::normal(
-                    "Created",
+                    Reason::Created,
                     "Create",
                     format!("created domain {} in team {team}", request.domain),
                 ));
@@ -123,10 +124,10 @@ impl DomainDriver for Codesphere {
                 let msg = format!("team {team} has no domain {}", request.domain);
                 return Ok(Report {
                     status,
-                    readiness: Readiness::not_ready("NotFound", msg.clone()),
+                    readiness: Readiness::not_ready(Reason::NotFound, msg.clone()),
                     sync: if request.observe_only {
                         SyncState::Stalled {
-                            reason: "ExternalObjectNotFound".into(),
+                            reason: Reason::ExternalObjectNotFound,
                             message: msg,
                         }
                     } else {
@@ -160,7 +161,7 @@ impl DomainDriver for Codesphere {
                 n.message = format!("spec.routes was changed at the platform: {message}");
                 n
             } else {
-                Note::normal("RoutesUpdated", "Route", message)
+                Note::normal(Reason::RoutesUpdated, "Route", message)
             });
         }
         if act {
@@ -176,7 +177,7 @@ impl DomainDriver for Codesphere {
             reason = v.reason.or(reason);
             if verified {
                 notes.push(Note::normal(
-                    "Verified",
+                    Reason::Verified,
                     "Verify",
                     format!("{} is verified", request.domain),
                 ));
@@ -203,9 +204,9 @@ impl DomainDriver for Codesphere {
             let msg = format!("waiting for DNS: create {records}");
             return Ok(Report {
                 status,
-                readiness: Readiness::not_ready("DomainNotVerified", msg.clone()),
+                readiness: Readiness::not_ready(Reason::DomainNotVerified, msg.clone()),
                 sync: SyncState::Progressing {
-                    reason: "WaitingForDNS".into(),
+                    reason: Reason::WaitingForDns,
                     message: msg,
                 },
                 requeue_after: Some(VERIFY_POLL),
@@ -220,7 +221,7 @@ impl DomainDriver for Codesphere {
         Ok(Report {
             status,
             readiness: Readiness::ready(
-                "Available",
+                Reason::Available,
                 format!("{} is verified, {certificate}", request.domain),
             ),
             sync: if request.observe_only {
@@ -243,7 +244,7 @@ impl DomainDriver for Codesphere {
         if remaining.is_empty() {
             self.delete_domain(team, request.domain).await?;
             return Ok(Cleanup::Done(vec![Note::normal(
-                "Deleted",
+                Reason::Deleted,
                 "Delete",
                 format!("deleted domain {}", request.domain),
             )]));
@@ -253,7 +254,7 @@ impl DomainDriver for Codesphere {
                 .await?;
         }
         Ok(Cleanup::Done(vec![Note::normal(
-            "RoutesRemoved",
+            Reason::RoutesRemoved,
             "Delete",
             format!(
                 "removed bosun's paths from {}; kept it for the paths others use",

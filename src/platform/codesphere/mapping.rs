@@ -14,6 +14,7 @@ use crate::api::{
 };
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{
     env_fingerprint, locate, was_ready, CreateGuard, Located, ScaleRequest, ServiceScaleDriver,
@@ -45,7 +46,8 @@ pub fn resolve_plan<'a>(
     wanted: Option<&str>,
     replicas: i32,
     plans: &'a [Plan],
-) -> Result<&'a Plan, String> {
+) -> Result<&'a Plan, ReconcileError> {
+    let unknown = |m: String| ReconcileError::user(Reason::UnknownPlan, m);
     let usable = || {
         plans
             .iter()
@@ -59,31 +61,31 @@ pub fn resolve_plan<'a>(
             .iter()
             .find(|p| p.id == DEFAULT_PLAN_ID && !p.deprecated)
             .or_else(|| plans.iter().find(|p| !p.deprecated))
-            .ok_or_else(|| "the platform offers no plan".to_string())?,
+            .ok_or_else(|| unknown("the platform offers no plan".to_string()))?,
         Some(w) => plans
             .iter()
             .find(|p| {
                 p.title.eq_ignore_ascii_case(w.trim()) || w.trim().parse::<i64>().ok() == Some(p.id)
             })
             .ok_or_else(|| {
-                format!(
+                unknown(format!(
                     "spec.plan: Codesphere has no plan {w:?}; use one of {}",
                     usable()
-                )
+                ))
             })?,
     };
     if plan.deprecated {
-        return Err(format!(
+        return Err(unknown(format!(
             "spec.plan: plan {} is deprecated; use one of {}",
             plan.title,
             usable()
-        ));
+        )));
     }
     if replicas > plan.max_replicas {
-        return Err(format!(
+        return Err(ReconcileError::user(Reason::PlanLimitExceeded, format!(
             "spec.replicas: plan {} allows at most {} replicas, not {replicas}; lower spec.replicas or choose a larger plan",
             plan.title, plan.max_replicas
-        ));
+        )));
     }
     Ok(plan)
 }
@@ -269,7 +271,7 @@ fn team_of(
         .or(default_team)
         .ok_or_else(|| {
             ReconcileError::user(
-                "TeamRequired",
+                Reason::TeamRequired,
                 "set spec.codesphere.teamId or the Provider's spec.defaults.teamId",
             )
         })
@@ -286,7 +288,7 @@ fn known_id(request: &WorkspaceRequest<'_>) -> Result<Option<i64>, ReconcileErro
         None => Ok(None),
         Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
             ReconcileError::user(
-                "ExternalIdInvalid",
+                Reason::ExternalIdInvalid,
                 format!("spec.externalId {s:?} is not a Codesphere workspace id (a number)"),
             )
         }),
@@ -365,9 +367,9 @@ impl Codesphere {
                 if same_spec && !request.mode.requested {
                     let msg = format!("the {stage} stage failed; fix the code or spec, or set bosun.dev/reconcile-requested-at to retry");
                     return Ok((
-                        Readiness::not_ready("StageFailed", msg.clone()),
+                        Readiness::not_ready(Reason::StageFailed, msg.clone()),
                         SyncState::Stalled {
-                            reason: "StageFailed".into(),
+                            reason: Reason::StageFailed,
                             message: msg,
                         },
                         None,
@@ -386,11 +388,11 @@ impl Codesphere {
                 match request.spec.source.git_ref() {
                     GitRef::Branch(branch) => {
                         self.git_pull(ws.id, Some(("origin", branch))).await.map_err(user_or_platform)?;
-                        notes.push(Note::normal("SourcePulled", "Rollout", format!("pulled {desired_ref} (was {previous_ref})")));
+                        notes.push(Note::normal(Reason::SourcePulled, "Rollout", format!("pulled {desired_ref} (was {previous_ref})")));
                     }
                     other => {
                         return Err(ReconcileError::user(
-                            "UnsupportedByProvider",
+                            Reason::UnsupportedByProvider,
                             format!("spec.source: Codesphere pulls branches in place; moving to {other} needs strategy BlueGreen or a new Workspace"),
                         ))
                     }
@@ -415,7 +417,7 @@ impl Codesphere {
                         timeout,
                     ));
                     notes.push(Note::normal(
-                        "StageStarted",
+                        Reason::StageStarted,
                         "Rollout",
                         format!("started the {} stage for {desired_ref}", first.as_str()),
                     ));
@@ -440,7 +442,7 @@ impl Codesphere {
                 timeout,
             ));
             notes.push(Note::normal(
-                "StageStarted",
+                Reason::StageStarted,
                 "Restart",
                 "restarted the run stage to apply changed environment variables",
             ));
@@ -453,7 +455,7 @@ impl Codesphere {
             let Some(stage) = stage_named(&op.state) else {
                 status.operation = None;
                 return Ok((
-                    Readiness::not_ready("Unknown", ""),
+                    Readiness::not_ready(Reason::Unknown, ""),
                     SyncState::Synced,
                     Some(STAGE_POLL),
                 ));
@@ -486,7 +488,7 @@ impl Codesphere {
                             status.operation =
                                 Some(operation(&op.kind, next, request.generation, now, timeout));
                             notes.push(Note::normal(
-                                "StageStarted",
+                                Reason::StageStarted,
                                 "Rollout",
                                 format!("started the {} stage", next.as_str()),
                             ));
@@ -498,7 +500,7 @@ impl Codesphere {
                                 status.source_ref = Some(desired_ref.clone());
                                 status.deployed_revision = self.git_head(ws.id).await.ok();
                                 notes.push(Note::normal(
-                                    "RolledOut",
+                                    Reason::RolledOut,
                                     "Rollout",
                                     format!("{desired_ref} is running"),
                                 ));
@@ -513,9 +515,9 @@ impl Codesphere {
                     });
                     let msg = format!("{why}; traffic stays on what ran before");
                     return Ok((
-                        Readiness::not_ready("StageFailed", msg.clone()),
+                        Readiness::not_ready(Reason::StageFailed, msg.clone()),
                         SyncState::Stalled {
-                            reason: "StageFailed".into(),
+                            reason: Reason::StageFailed,
                             message: msg,
                         },
                         None,
@@ -533,9 +535,9 @@ impl Codesphere {
                             humantime::format_duration(timeout)
                         );
                         return Ok((
-                            Readiness::not_ready("StageTimeout", msg.clone()),
+                            Readiness::not_ready(Reason::StageTimeout, msg.clone()),
                             SyncState::Stalled {
-                                reason: "StageTimeout".into(),
+                                reason: Reason::StageTimeout,
                                 message: msg,
                             },
                             None,
@@ -547,9 +549,9 @@ impl Codesphere {
         if let Some(op) = &status.operation {
             let msg = format!("{} stage of the {} is in progress", op.state, op.kind);
             return Ok((
-                Readiness::not_ready("StageRunning", msg.clone()),
+                Readiness::not_ready(Reason::StageRunning, msg.clone()),
                 SyncState::Progressing {
-                    reason: "StageRunning".into(),
+                    reason: Reason::StageRunning,
                     message: msg,
                 },
                 Some(STAGE_POLL),
@@ -576,7 +578,10 @@ impl Codesphere {
         let running = stage_progress(Stage::Run, &run, None) == StageProgress::Succeeded;
         match (pipeline.run, running) {
             (RunState::Running, true) | (RunState::Stopped, false) => Ok((
-                Readiness::ready("Available", format!("workspace {} matches the spec", ws.id)),
+                Readiness::ready(
+                    Reason::Available,
+                    format!("workspace {} matches the spec", ws.id),
+                ),
                 SyncState::Synced,
                 None,
             )),
@@ -594,9 +599,9 @@ impl Codesphere {
                 notes.push(Note::drift("spec.pipeline.run", "not running", "Running"));
                 let msg = "starting the run stage".to_string();
                 Ok((
-                    Readiness::not_ready("StageRunning", msg.clone()),
+                    Readiness::not_ready(Reason::StageRunning, msg.clone()),
                     SyncState::Progressing {
-                        reason: "StageRunning".into(),
+                        reason: Reason::StageRunning,
                         message: msg,
                     },
                     Some(STAGE_POLL),
@@ -607,26 +612,29 @@ impl Codesphere {
                     .await
                     .map_err(user_or_platform)?;
                 notes.push(Note::normal(
-                    "StageStopped",
+                    Reason::StageStopped,
                     "Stop",
                     "stopped the run stage (spec.pipeline.run: Stopped)",
                 ));
                 Ok((
-                    Readiness::not_ready("Stopping", "stopping the run stage"),
+                    Readiness::not_ready(Reason::Stopping, "stopping the run stage"),
                     SyncState::Progressing {
-                        reason: "Stopping".into(),
+                        reason: Reason::Stopping,
                         message: "stopping the run stage".into(),
                     },
                     Some(STAGE_POLL),
                 ))
             }
             (RunState::Running, _) => Ok((
-                Readiness::not_ready("NotRunning", "the run stage is not running"),
+                Readiness::not_ready(Reason::NotRunning, "the run stage is not running"),
                 SyncState::Synced,
                 None,
             )),
             (RunState::Stopped, _) => Ok((
-                Readiness::not_ready("Running", "the run stage runs but the spec says Stopped"),
+                Readiness::not_ready(
+                    Reason::Running,
+                    "the run stage runs but the spec says Stopped",
+                ),
                 SyncState::Synced,
                 None,
             )),
@@ -650,22 +658,19 @@ type Step = (Readiness, SyncState, Option<Duration>);
 /// A workspace that does not run yet (or any more): pipeline calls would be refused.
 fn starting(id: i64) -> Step {
     (
-        Readiness::not_ready("Starting", "the workspace is not running yet"),
+        Readiness::not_ready(Reason::Starting, "the workspace is not running yet"),
         SyncState::Progressing {
-            reason: "Starting".into(),
+            reason: Reason::Starting,
             message: format!("waiting for workspace {id} to run"),
         },
         Some(STAGE_POLL),
     )
 }
 
-fn progressing(reason: &str, message: String) -> Step {
+fn progressing(reason: Reason, message: String) -> Step {
     (
         Readiness::not_ready(reason, message.clone()),
-        SyncState::Progressing {
-            reason: reason.into(),
-            message,
-        },
+        SyncState::Progressing { reason, message },
         Some(STAGE_POLL),
     )
 }
@@ -708,7 +713,7 @@ impl Codesphere {
                 .any(|d| d.workspaces.values().any(|ids| ids.contains(&old)));
             if routed {
                 return Ok(progressing(
-                    "SwitchingTraffic",
+                    Reason::SwitchingTraffic,
                     format!("waiting for domain routes to move off workspace {old}"),
                 ));
             }
@@ -716,13 +721,13 @@ impl Codesphere {
             self.forget_list(team_id).await;
             status.operation = None;
             notes.push(Note::normal(
-                "Retired",
+                Reason::Retired,
                 "BlueGreen",
                 format!("deleted the old workspace {old}; {desired_ref} serves all traffic"),
             ));
             return Ok((
                 Readiness::ready(
-                    "Available",
+                    Reason::Available,
                     format!("workspace {} runs {desired_ref}", current.id),
                 ),
                 SyncState::Synced,
@@ -739,9 +744,9 @@ impl Codesphere {
                     current.id
                 );
                 return Ok((
-                    Readiness::not_ready("StageFailed", msg.clone()),
+                    Readiness::not_ready(Reason::StageFailed, msg.clone()),
                     SyncState::Stalled {
-                        reason: "StageFailed".into(),
+                        reason: Reason::StageFailed,
                         message: msg,
                     },
                     None,
@@ -761,7 +766,7 @@ impl Codesphere {
                 let c = self.create_workspace(&body).await?;
                 self.forget_list(team_id).await;
                 notes.push(Note::normal(
-                    "CandidateCreated",
+                    Reason::CandidateCreated,
                     "BlueGreen",
                     format!("created candidate workspace {} for {desired_ref}", c.id),
                 ));
@@ -781,7 +786,7 @@ impl Codesphere {
                 });
             }
             return Ok(progressing(
-                "CandidateStarting",
+                Reason::CandidateStarting,
                 format!("waiting for candidate workspace {} to run", candidate.id),
             ));
         }
@@ -799,7 +804,7 @@ impl Codesphere {
                             None => {
                                 // The candidate runs: switch, then retire the old workspace.
                                 notes.push(Note::normal(
-                                "Switched",
+                                Reason::Switched,
                                 "BlueGreen",
                                 format!("workspace {} now serves {desired_ref}; domain routes move from {}", candidate.id, current.id),
                             ));
@@ -813,7 +818,7 @@ impl Codesphere {
                                     ..start(Stage::Run)
                                 });
                                 return Ok(progressing(
-                                    "SwitchingTraffic",
+                                    Reason::SwitchingTraffic,
                                     format!(
                                         "moving domain routes from workspace {} to {}",
                                         current.id, candidate.id
@@ -836,9 +841,9 @@ impl Codesphere {
                             candidate.id, current.id
                         );
                         return Ok((
-                            Readiness::not_ready("StageFailed", msg.clone()),
+                            Readiness::not_ready(Reason::StageFailed, msg.clone()),
                             SyncState::Stalled {
-                                reason: "StageFailed".into(),
+                                reason: Reason::StageFailed,
                                 message: msg,
                             },
                             None,
@@ -853,16 +858,16 @@ impl Codesphere {
                             });
                             let msg = format!("blue/green candidate {}: the {} stage did not finish in time; traffic stays on workspace {}", candidate.id, stage.as_str(), current.id);
                             return Ok((
-                                Readiness::not_ready("StageTimeout", msg.clone()),
+                                Readiness::not_ready(Reason::StageTimeout, msg.clone()),
                                 SyncState::Stalled {
-                                    reason: "StageTimeout".into(),
+                                    reason: Reason::StageTimeout,
                                     message: msg,
                                 },
                                 None,
                             ));
                         }
                         return Ok(progressing(
-                            "StageRunning",
+                            Reason::StageRunning,
                             format!(
                                 "candidate {}: the {} stage is in progress",
                                 candidate.id,
@@ -874,7 +879,7 @@ impl Codesphere {
             }
         };
         let Some(stage) = next else {
-            return Ok(progressing("StageRunning", "nothing to run".into()));
+            return Ok(progressing(Reason::StageRunning, "nothing to run".into()));
         };
         self.start_stage(candidate.id, stage, profile.as_deref())
             .await?;
@@ -883,7 +888,7 @@ impl Codesphere {
             ..start(stage)
         });
         notes.push(Note::normal(
-            "StageStarted",
+            Reason::StageStarted,
             "BlueGreen",
             format!(
                 "candidate {}: started the {} stage",
@@ -892,7 +897,7 @@ impl Codesphere {
             ),
         ));
         Ok(progressing(
-            "StageRunning",
+            Reason::StageRunning,
             format!(
                 "candidate {}: the {} stage is in progress",
                 candidate.id,
@@ -922,17 +927,7 @@ impl WorkspaceDriver for Codesphere {
     ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
         let team_id = team_of(request, self.default_team())?;
         let plans = self.plans().await.map_err(user_or_platform)?;
-        let plan = resolve_plan(request.spec.plan.as_deref(), request.spec.replicas, &plans)
-            .map_err(|m| {
-                ReconcileError::user(
-                    if m.starts_with("spec.replicas") {
-                        "PlanLimitExceeded"
-                    } else {
-                        "UnknownPlan"
-                    },
-                    m,
-                )
-            })?;
+        let plan = resolve_plan(request.spec.plan.as_deref(), request.spec.replicas, &plans)?;
         let list = self
             .workspaces_of(team_id)
             .await
@@ -982,7 +977,7 @@ impl WorkspaceDriver for Codesphere {
                         guard.created(&ws.id.to_string()).await?;
                     }
                     notes.push(Note::normal(
-                        "Adopted",
+                        Reason::Adopted,
                         "Adopt",
                         format!("manages Codesphere workspace {} ({})", ws.id, ws.name),
                     ));
@@ -992,13 +987,13 @@ impl WorkspaceDriver for Codesphere {
             }
             Located::Gone(id) if request.spec.external_id.is_some() || !act => {
                 return Err(ReconcileError::user(
-                    "ExternalObjectNotFound",
+                    Reason::ExternalObjectNotFound,
                     format!("Codesphere workspace {id} does not exist in team {team_id}"),
                 ));
             }
             Located::NameTaken(ws) => {
                 return Err(ReconcileError::user(
-                    "NameTaken",
+                    Reason::NameTaken,
                     format!(
                         "team {team_id} already has a workspace named {:?} (id {}) that bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it, or spec.externalName to use another name",
                         ws.name, ws.id, ws.id
@@ -1007,7 +1002,7 @@ impl WorkspaceDriver for Codesphere {
             }
             Located::Ambiguous(n) => {
                 return Err(ReconcileError::user(
-                    "CreateOutcomeUnknown",
+                    Reason::CreateOutcomeUnknown,
                     format!(
                         "an interrupted create left {n} workspaces named {:?} in team {team_id}: delete the extra ones, or set spec.externalId to the one to keep",
                         request.external_name
@@ -1025,10 +1020,10 @@ impl WorkspaceDriver for Codesphere {
                 };
                 return Ok(Report {
                     status,
-                    readiness: Readiness::not_ready("NotFound", msg.clone()),
+                    readiness: Readiness::not_ready(Reason::NotFound, msg.clone()),
                     sync: if observe_only {
                         SyncState::Stalled {
-                            reason: "ExternalObjectNotFound".into(),
+                            reason: Reason::ExternalObjectNotFound,
                             message: msg,
                         }
                     } else {
@@ -1041,7 +1036,7 @@ impl WorkspaceDriver for Codesphere {
             gone_or_absent @ (Located::Absent | Located::Gone(_)) => {
                 if let Located::Gone(id) = gone_or_absent {
                     notes.push(Note::warning(
-                        "DriftCorrected",
+                        Reason::DriftCorrected,
                         "Create",
                         format!("workspace {id} was deleted at the platform; creating it again"),
                     ));
@@ -1057,7 +1052,7 @@ impl WorkspaceDriver for Codesphere {
                 // from a stale one as `Gone`, which reads a fresh listing first.
                 guard.created(&created.id.to_string()).await?;
                 notes.push(Note::normal(
-                    "Created",
+                    Reason::Created,
                     "Create",
                     format!(
                         "created Codesphere workspace {} in team {team_id}",
@@ -1070,11 +1065,11 @@ impl WorkspaceDriver for Codesphere {
                 return Ok(Report {
                     status,
                     readiness: Readiness::not_ready(
-                        "Creating",
+                        Reason::Creating,
                         "waiting for the workspace to start",
                     ),
                     sync: SyncState::Progressing {
-                        reason: "Creating".into(),
+                        reason: Reason::Creating,
                         message: format!("workspace {} is starting", created.id),
                     },
                     requeue_after: Some(STAGE_POLL),
@@ -1095,7 +1090,7 @@ impl WorkspaceDriver for Codesphere {
             notes.extend(drift);
             if !request.is_drift() {
                 notes.push(Note::normal(
-                    "Updated",
+                    Reason::Updated,
                     "Update",
                     format!(
                         "updated workspace {}: {}",
@@ -1139,7 +1134,7 @@ impl WorkspaceDriver for Codesphere {
             return Ok(Report {
                 status,
                 readiness: Readiness::ready(
-                    "Available",
+                    Reason::Available,
                     format!("workspace {} matches the spec", ws.id),
                 ),
                 sync: if observe_only {
@@ -1204,7 +1199,7 @@ impl WorkspaceDriver for Codesphere {
                 // A rotated Secret and an edit in the platform's UI look the same from here, so
                 // this is reported as an update naming the variables, not counted as drift.
                 notes.push(Note::normal(
-                    "EnvUpdated",
+                    Reason::EnvUpdated,
                     "Update",
                     format!(
                         "set {} and removed {} environment variables: {}",
@@ -1273,7 +1268,7 @@ impl WorkspaceDriver for Codesphere {
                 pending.push(id.to_string());
             } else {
                 notes.push(Note::normal(
-                    "Deleted",
+                    Reason::Deleted,
                     "Delete",
                     format!("deleted Codesphere workspace {id}"),
                 ));
@@ -1301,7 +1296,7 @@ impl ServiceScaleDriver for Codesphere {
     ) -> Result<Report<ServiceScaleStatus>, ReconcileError> {
         let id: i64 = request.workspace_id.parse().map_err(|_| {
             ReconcileError::user(
-                "ExternalIdInvalid",
+                Reason::ExternalIdInvalid,
                 format!(
                     "workspace id {:?} is not a Codesphere id",
                     request.workspace_id
@@ -1314,7 +1309,7 @@ impl ServiceScaleDriver for Codesphere {
             Ok(e) => e,
             Err(e) if e.kind == ErrorKind::Invalid => {
                 return Err(ReconcileError::waiting(
-                    "WorkspaceNotRunning",
+                    Reason::WorkspaceNotRunning,
                     format!("workspace {id} is not running yet: {e}"),
                 ));
             }
@@ -1329,7 +1324,7 @@ impl ServiceScaleDriver for Codesphere {
             return Ok(Report {
                 status,
                 readiness: Readiness::ready(
-                    "Available",
+                    Reason::Available,
                     format!("{} runs {observed} replicas", request.service),
                 ),
                 sync: SyncState::Synced,
@@ -1341,7 +1336,7 @@ impl ServiceScaleDriver for Codesphere {
             return Ok(Report {
                 status,
                 readiness: Readiness::not_ready(
-                    "ReplicasDiffer",
+                    Reason::ReplicasDiffer,
                     format!(
                         "{} runs {observed} replicas, the spec says {}",
                         request.service, request.replicas
@@ -1358,7 +1353,7 @@ impl ServiceScaleDriver for Codesphere {
             Note::drift("spec.replicas", observed, request.replicas)
         } else {
             Note::normal(
-                "Scaled",
+                Reason::Scaled,
                 "Scale",
                 format!(
                     "scaled {} from {observed} to {} replicas",
@@ -1369,11 +1364,11 @@ impl ServiceScaleDriver for Codesphere {
         Ok(Report {
             status,
             readiness: Readiness::not_ready(
-                "Scaling",
+                Reason::Scaling,
                 format!("scaling {} to {}", request.service, request.replicas),
             ),
             sync: SyncState::Progressing {
-                reason: "Scaling".into(),
+                reason: Reason::Scaling,
                 message: format!("scaling {} to {}", request.service, request.replicas),
             },
             requeue_after: Some(STAGE_POLL),
@@ -1434,15 +1429,15 @@ mod tests {
         assert_eq!(resolve_plan(None, 1, &p).unwrap().id, 8);
         assert_eq!(resolve_plan(Some("boost"), 5, &p).unwrap().id, 20);
         assert_eq!(resolve_plan(Some("20"), 1, &p).unwrap().id, 20);
-        assert!(resolve_plan(Some("Giant"), 1, &p)
-            .unwrap_err()
-            .contains("Micro (8)"));
-        assert!(resolve_plan(Some("Free"), 1, &p)
-            .unwrap_err()
-            .contains("deprecated"));
+        for (wanted, says) in [("Giant", "Micro (8)"), ("Free", "deprecated")] {
+            let e = resolve_plan(Some(wanted), 1, &p).unwrap_err();
+            assert_eq!(e.reason(), Reason::UnknownPlan);
+            assert!(e.to_string().contains(says), "{e}");
+        }
         let e = resolve_plan(Some("Micro"), 4, &p).unwrap_err();
+        assert_eq!(e.reason(), Reason::PlanLimitExceeded);
         assert!(
-            e.starts_with("spec.replicas") && e.contains("at most 3"),
+            e.to_string().starts_with("spec.replicas") && e.to_string().contains("at most 3"),
             "{e}"
         );
     }

@@ -13,6 +13,7 @@ use super::client::{
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{DomainDriver, DomainRequest};
 use async_trait::async_trait;
@@ -30,7 +31,7 @@ pub fn desired_application(
 ) -> Result<Option<i64>, ReconcileError> {
     let unsupported = |what: &str| {
         ReconcileError::user(
-            "UnsupportedByProvider",
+            Reason::UnsupportedByProvider,
             format!("spec.routes: a Devopness virtual host sends the whole domain to one application, so use one route with path / and one workspace ({what})"),
         )
     };
@@ -39,7 +40,7 @@ pub fn desired_application(
         [(path, ids)] if path.as_str() == "/" => match ids.as_slice() {
             [id] => id.parse().map(Some).map_err(|_| {
                 ReconcileError::user(
-                    "ExternalIdInvalid",
+                    Reason::ExternalIdInvalid,
                     format!("workspace id {id:?} is not a Devopness application id"),
                 )
             }),
@@ -149,7 +150,7 @@ impl DomainDriver for Devopness {
             Some(id) => {
                 let app = self.get_application(id).await?.ok_or_else(|| {
                     ReconcileError::waiting(
-                        "WorkspaceNotCreated",
+                        Reason::WorkspaceNotCreated,
                         format!("Devopness application {id} does not exist (yet)"),
                     )
                 })?;
@@ -165,7 +166,7 @@ impl DomainDriver for Devopness {
         };
         let env_id = env_id.ok_or_else(|| {
             ReconcileError::user(
-                "EnvironmentRequired",
+                Reason::EnvironmentRequired,
                 "set the Provider's spec.defaults.environmentId: a binding without routes needs an environment",
             )
         })?;
@@ -189,7 +190,7 @@ impl DomainDriver for Devopness {
                     )
                     .await?;
                 notes.push(Note::normal(
-                    "Created",
+                    Reason::Created,
                     "Create",
                     format!(
                         "created virtual host {} ({}) in environment {env_id}",
@@ -206,9 +207,9 @@ impl DomainDriver for Devopness {
                 return Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("NotFound", msg.clone()),
+                    Readiness::not_ready(Reason::NotFound, msg.clone()),
                     SyncState::Stalled {
-                        reason: "ExternalObjectNotFound".into(),
+                        reason: Reason::ExternalObjectNotFound,
                         message: msg,
                     },
                     None,
@@ -239,7 +240,7 @@ impl DomainDriver for Devopness {
                 Note::drift("spec.routes", from, to)
             } else {
                 Note::normal(
-                    "RoutesUpdated",
+                    Reason::RoutesUpdated,
                     "Route",
                     format!("{} now serves {to} (was {from})", request.domain),
                 )
@@ -269,7 +270,7 @@ impl DomainDriver for Devopness {
                     status,
                     notes,
                     Readiness::ready(
-                        "Available",
+                        Reason::Available,
                         format!("virtual host {} serves {}{tls}", vhost.id, request.domain),
                     ),
                     if request.observe_only {
@@ -291,7 +292,7 @@ impl DomainDriver for Devopness {
                 Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("NotServing", msg),
+                    Readiness::not_ready(Reason::NotServing, msg),
                     SyncState::Observing,
                     Some(DOMAIN_POLL),
                 ))
@@ -299,7 +300,7 @@ impl DomainDriver for Devopness {
             HostState::NeedsDeploy => {
                 let action = self.deploy_virtual_host(vhost.id, &[]).await?;
                 notes.push(Note::normal(
-                    "HostDeployStarted",
+                    Reason::HostDeployStarted,
                     "Deploy",
                     format!(
                         "deploying virtual host {} to the servers (action {action})",
@@ -311,9 +312,9 @@ impl DomainDriver for Devopness {
                 Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("Deploying", msg.clone()),
+                    Readiness::not_ready(Reason::Deploying, msg.clone()),
                     SyncState::Progressing {
-                        reason: "Deploying".into(),
+                        reason: Reason::Deploying,
                         message: msg,
                     },
                     Some(DOMAIN_POLL),
@@ -325,9 +326,9 @@ impl DomainDriver for Devopness {
                 Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("Deploying", msg.clone()),
+                    Readiness::not_ready(Reason::Deploying, msg.clone()),
                     SyncState::Progressing {
-                        reason: "Deploying".into(),
+                        reason: Reason::Deploying,
                         message: msg,
                     },
                     Some(DOMAIN_POLL),
@@ -341,7 +342,7 @@ impl DomainDriver for Devopness {
                     // Asked to retry: deploy again.
                     let retry = self.deploy_virtual_host(vhost.id, &[]).await?;
                     notes.push(Note::normal(
-                        "HostDeployStarted",
+                        Reason::HostDeployStarted,
                         "Deploy",
                         format!("deploying virtual host {} again (action {retry})", vhost.id),
                     ));
@@ -349,9 +350,9 @@ impl DomainDriver for Devopness {
                 Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("DeployFailed", msg.clone()),
+                    Readiness::not_ready(Reason::DeployFailed, msg.clone()),
                     SyncState::Stalled {
-                        reason: "DeployFailed".into(),
+                        reason: Reason::DeployFailed,
                         message: msg,
                     },
                     None,
@@ -370,7 +371,7 @@ impl DomainDriver for Devopness {
                     )
                     .await?;
                 notes.push(Note::normal(
-                    "CertificateRequested",
+                    Reason::CertificateRequested,
                     "Certificate",
                     format!(
                         "requested a Let's Encrypt certificate {} for {}",
@@ -385,9 +386,9 @@ impl DomainDriver for Devopness {
                 Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("CertificatePending", msg.clone()),
+                    Readiness::not_ready(Reason::CertificatePending, msg.clone()),
                     SyncState::Progressing {
-                        reason: "CertificatePending".into(),
+                        reason: Reason::CertificatePending,
                         message: msg,
                     },
                     Some(DOMAIN_POLL),
@@ -405,9 +406,9 @@ impl DomainDriver for Devopness {
                 Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("CertificatePending", msg.clone()),
+                    Readiness::not_ready(Reason::CertificatePending, msg.clone()),
                     SyncState::Progressing {
-                        reason: "CertificatePending".into(),
+                        reason: Reason::CertificatePending,
                         message: msg,
                     },
                     Some(DOMAIN_POLL),
@@ -424,7 +425,7 @@ impl DomainDriver for Devopness {
                         // A fresh request is the way to retry issuing.
                         self.delete_ssl_certificate(cert.id).await?;
                         notes.push(Note::normal(
-                            "CertificateRetry",
+                            Reason::CertificateRetry,
                             "Certificate",
                             format!("removed failed certificate {} to request it again", cert.id),
                         ));
@@ -434,9 +435,9 @@ impl DomainDriver for Devopness {
                 Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("CertificateFailed", msg.clone()),
+                    Readiness::not_ready(Reason::CertificateFailed, msg.clone()),
                     SyncState::Stalled {
-                        reason: "CertificateFailed".into(),
+                        reason: Reason::CertificateFailed,
                         message: msg,
                     },
                     if request.mode.requested {
@@ -468,7 +469,11 @@ impl DomainDriver for Devopness {
             Deleted::Done { .. } => format!("deleted virtual host {id} ({})", request.domain),
             Deleted::AlreadyGone => format!("virtual host {id} is gone"),
         };
-        Ok(Cleanup::Done(vec![Note::normal("Deleted", "Delete", note)]))
+        Ok(Cleanup::Done(vec![Note::normal(
+            Reason::Deleted,
+            "Delete",
+            note,
+        )]))
     }
 }
 
@@ -504,14 +509,14 @@ mod tests {
             routes(&[("/", &["7"]), ("/blog", &["8"])]),
         ] {
             let err = desired_application(&bad).expect_err("unsupported");
-            assert_eq!(err.reason(), "UnsupportedByProvider");
+            assert_eq!(err.reason(), Reason::UnsupportedByProvider);
             assert!(err.to_string().contains("spec.routes"), "{err}");
         }
         assert_eq!(
             desired_application(&routes(&[("/", &["x"])]))
                 .expect_err("not an id")
                 .reason(),
-            "ExternalIdInvalid"
+            Reason::ExternalIdInvalid
         );
     }
 

@@ -13,6 +13,7 @@ use super::client::{
 use crate::api::{GitRef, ManagementPolicy, OperationStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{
     env_fingerprint, locate, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest,
@@ -211,16 +212,13 @@ fn in_flight(op: &OperationStatus) -> bool {
 fn progressing(
     status: WorkspaceStatus,
     notes: Vec<Note>,
-    reason: &str,
+    reason: Reason,
     message: String,
 ) -> Report<WorkspaceStatus> {
     Report {
         status,
         readiness: Readiness::not_ready(reason, message.clone()),
-        sync: SyncState::Progressing {
-            reason: reason.into(),
-            message,
-        },
+        sync: SyncState::Progressing { reason, message },
         requeue_after: Some(ACTION_POLL),
         notes,
     }
@@ -233,9 +231,9 @@ fn deploy_failed(
 ) -> Report<WorkspaceStatus> {
     Report {
         status,
-        readiness: Readiness::not_ready("DeployFailed", msg.clone()),
+        readiness: Readiness::not_ready(Reason::DeployFailed, msg.clone()),
         sync: SyncState::Stalled {
-            reason: "DeployFailed".into(),
+            reason: Reason::DeployFailed,
             message: msg,
         },
         requeue_after: None,
@@ -263,7 +261,7 @@ impl Devopness {
             framework: d.framework.unwrap_or_else(|| "none".into()),
             repository: repository_slug(&request.spec.source.repository),
             credential_id: d.credential_id.ok_or_else(|| {
-                ReconcileError::user("CredentialRequired", "set spec.devopness.credentialId: the source-provider credential that reads the repository")
+                ReconcileError::user(Reason::CredentialRequired, "set spec.devopness.credentialId: the source-provider credential that reads the repository")
             })?,
             default_branch: branch,
             root_directory: d.root_directory,
@@ -321,7 +319,7 @@ impl Devopness {
                 status.source_ref = Some(desired_ref.clone());
                 status.deployed_revision = Some(source_of(request.spec.source.git_ref()).1);
                 notes.push(Note::normal(
-                    "Deployed",
+                    Reason::Deployed,
                     "Deploy",
                     format!(
                         "action {id} deployed {desired_ref} to application {}",
@@ -351,7 +349,7 @@ impl Devopness {
                 Ok(Some(progressing(
                     status.clone(),
                     std::mem::take(notes),
-                    "Deploying",
+                    Reason::Deploying,
                     format!("deployment action {id} is {}", other.as_str()),
                 )))
             }
@@ -367,7 +365,7 @@ impl WorkspaceDriver for Devopness {
         guard: &dyn CreateGuard,
     ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
         let env_id = request.spec.devopness.as_ref().and_then(|d| d.environment_id).or(self.default_environment()).ok_or_else(|| {
-            ReconcileError::user("EnvironmentRequired", "set spec.devopness.environmentId or the Provider's spec.defaults.environmentId")
+            ReconcileError::user(Reason::EnvironmentRequired, "set spec.devopness.environmentId or the Provider's spec.defaults.environmentId")
         })?;
         let observe_only = request.spec.management_policy == ManagementPolicy::Observe;
         let act = request.mode.act && !observe_only;
@@ -383,7 +381,7 @@ impl WorkspaceDriver for Devopness {
             None => None,
             Some(s) => Some(s.parse().map_err(|_| {
                 ReconcileError::user(
-                    "ExternalIdInvalid",
+                    Reason::ExternalIdInvalid,
                     format!("{s:?} is not a Devopness application id"),
                 )
             })?),
@@ -410,27 +408,27 @@ impl WorkspaceDriver for Devopness {
         ) {
             Located::NameTaken(app) => {
                 return Err(ReconcileError::user(
-                    "NameTaken",
+                    Reason::NameTaken,
                     format!("environment {env_id} already has an application named {:?} (id {}): set spec.adoptByName: true or spec.externalId to manage it", app.name, app.id),
                 ));
             }
             // Devopness keeps names unique in an environment; several means someone else's doing.
             Located::Ambiguous(n) => {
                 return Err(ReconcileError::user(
-                    "CreateOutcomeUnknown",
+                    Reason::CreateOutcomeUnknown,
                     format!("environment {env_id} has {n} applications named {:?}: set spec.externalId to the one to manage", request.external_name),
                 ));
             }
             Located::Found(app) => app.clone(),
             Located::Gone(id) if request.spec.external_id.is_some() || !act => {
                 return Err(ReconcileError::user(
-                    "ExternalObjectNotFound",
+                    Reason::ExternalObjectNotFound,
                     format!("environment {env_id} has no application {id}"),
                 ));
             }
             Located::Absent | Located::Gone(_) if !act => {
                 return Err(ReconcileError::user(
-                    "ExternalObjectNotFound",
+                    Reason::ExternalObjectNotFound,
                     format!(
                         "environment {env_id} has no application named {:?}",
                         request.external_name
@@ -444,7 +442,7 @@ impl WorkspaceDriver for Devopness {
                 self.forget_applications(env_id).await;
                 guard.created(&app.id.to_string()).await?;
                 notes.push(Note::normal(
-                    "Created",
+                    Reason::Created,
                     "Create",
                     format!(
                         "created Devopness application {} in environment {env_id}",
@@ -465,7 +463,7 @@ impl WorkspaceDriver for Devopness {
             }
             status.external_id = Some(app.id.to_string());
             notes.push(Note::normal(
-                "Adopted",
+                Reason::Adopted,
                 "Adopt",
                 format!("manages Devopness application {} ({})", app.id, app.name),
             ));
@@ -565,7 +563,7 @@ impl WorkspaceDriver for Devopness {
                 .chain(plan.update.iter().map(|v| v.key.as_str()))
                 .collect();
             notes.push(Note::normal(
-                "VariablesUpdated",
+                Reason::VariablesUpdated,
                 "Update",
                 format!(
                     "set {} and removed {} variables: {}",
@@ -637,14 +635,14 @@ impl WorkspaceDriver for Devopness {
                 DeploymentType::Rollback => "rollback",
             };
             notes.push(Note::normal(
-                "DeployStarted",
+                Reason::DeployStarted,
                 "Deploy",
                 format!("started {verb} action {action} of {desired_ref}"),
             ));
             return Ok(progressing(
                 status,
                 notes,
-                "Deploying",
+                Reason::Deploying,
                 format!("{verb} action {action} started"),
             ));
         }
@@ -653,12 +651,12 @@ impl WorkspaceDriver for Devopness {
             status,
             readiness: if ready {
                 Readiness::ready(
-                    "Deployed",
+                    Reason::Deployed,
                     format!("application {} runs {desired_ref}", app.id),
                 )
             } else {
                 Readiness::not_ready(
-                    "NotDeployed",
+                    Reason::NotDeployed,
                     format!("application {} does not run {desired_ref}", app.id),
                 )
             },
@@ -689,7 +687,11 @@ impl WorkspaceDriver for Devopness {
             ),
             Deleted::AlreadyGone => format!("Devopness application {id} is gone"),
         };
-        Ok(Cleanup::Done(vec![Note::normal("Deleted", "Delete", note)]))
+        Ok(Cleanup::Done(vec![Note::normal(
+            Reason::Deleted,
+            "Delete",
+            note,
+        )]))
     }
 }
 

@@ -22,6 +22,7 @@ use super::client::{
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{DomainDriver, DomainRequest};
 use crate::platform::{ErrorKind, PlatformError};
@@ -95,7 +96,7 @@ impl fmt::Display for DomainRef {
 pub fn desired_workspace(routes: &BTreeMap<String, Vec<String>>) -> Result<&str, ReconcileError> {
     let unsupported = |what: String| {
         ReconcileError::user(
-            "UnsupportedByProvider",
+            Reason::UnsupportedByProvider,
             format!("spec.routes: a Spheron domain belongs to one site or compute instance and serves all of it, so use one route with path / and one workspace ({what})"),
         )
     };
@@ -268,7 +269,7 @@ impl SpheronClient {
             });
         }
         Err(ReconcileError::waiting(
-            "WorkspaceNotCreated",
+            Reason::WorkspaceNotCreated,
             format!("Spheron has no project or compute instance {id} (yet)"),
         ))
     }
@@ -355,14 +356,14 @@ impl DomainDriver for SpheronClient {
                 return Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("RoutesDiffer", msg),
+                    Readiness::not_ready(Reason::RoutesDiffer, msg),
                     SyncState::Observing,
                     None,
                 ));
             }
             self.remove_domain(&prev.owner, &prev.domain_id).await?;
             notes.push(Note::normal(
-                "RoutesUpdated",
+                Reason::RoutesUpdated,
                 "Route",
                 format!(
                     "moved {} from {} to {}",
@@ -382,7 +383,7 @@ impl DomainDriver for SpheronClient {
             None if act => {
                 let d = self.add_domain(&target, request.domain).await?;
                 notes.push(Note::normal(
-                    "Created",
+                    Reason::Created,
                     "Create",
                     format!("added domain {} to {}", request.domain, target.owner),
                 ));
@@ -393,10 +394,10 @@ impl DomainDriver for SpheronClient {
                 return Ok(report(
                     status,
                     notes,
-                    Readiness::not_ready("NotFound", msg.clone()),
+                    Readiness::not_ready(Reason::NotFound, msg.clone()),
                     if request.observe_only {
                         SyncState::Stalled {
-                            reason: "ExternalObjectNotFound".into(),
+                            reason: Reason::ExternalObjectNotFound,
                             message: msg,
                         }
                     } else {
@@ -427,7 +428,7 @@ impl DomainDriver for SpheronClient {
                     verified = v.verified();
                     if verified {
                         notes.push(Note::normal(
-                            "Verified",
+                            Reason::Verified,
                             "Verify",
                             format!("Spheron verified {}", request.domain),
                         ));
@@ -451,9 +452,9 @@ impl DomainDriver for SpheronClient {
             return Ok(report(
                 status,
                 notes,
-                Readiness::not_ready("VerificationFailed", msg.clone()),
+                Readiness::not_ready(Reason::VerificationFailed, msg.clone()),
                 SyncState::Stalled {
-                    reason: "VerificationFailed".into(),
+                    reason: Reason::VerificationFailed,
                     message: msg,
                 },
                 None,
@@ -464,12 +465,12 @@ impl DomainDriver for SpheronClient {
             return Ok(report(
                 status,
                 notes,
-                Readiness::not_ready("DomainNotVerified", msg.clone()),
+                Readiness::not_ready(Reason::DomainNotVerified, msg.clone()),
                 if request.observe_only {
                     SyncState::Observing
                 } else {
                     SyncState::Progressing {
-                        reason: "WaitingForDNS".into(),
+                        reason: Reason::WaitingForDns,
                         message: msg,
                     }
                 },
@@ -480,7 +481,7 @@ impl DomainDriver for SpheronClient {
             status,
             notes,
             Readiness::ready(
-                "Available",
+                Reason::Available,
                 format!("{} is verified on {}", request.domain, target.owner),
             ),
             if request.observe_only {
@@ -506,7 +507,11 @@ impl DomainDriver for SpheronClient {
             Deleted::Done => format!("removed domain {} from {}", request.domain, at.owner),
             Deleted::AlreadyGone => format!("domain {} is gone from {}", request.domain, at.owner),
         };
-        Ok(Cleanup::Done(vec![Note::normal("Deleted", "Delete", note)]))
+        Ok(Cleanup::Done(vec![Note::normal(
+            Reason::Deleted,
+            "Delete",
+            note,
+        )]))
     }
 }
 
@@ -541,7 +546,7 @@ mod tests {
             routes(&[("/", &["abc"]), ("/blog", &["def"])]),
         ] {
             let err = desired_workspace(&bad).expect_err("unsupported");
-            assert_eq!(err.reason(), "UnsupportedByProvider");
+            assert_eq!(err.reason(), Reason::UnsupportedByProvider);
             assert!(err.to_string().contains("spec.routes"), "{err}");
         }
     }

@@ -50,6 +50,7 @@ use crate::api::{
 };
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::platform::drivers::{
     locate, CreateGuard, Located, ScaleRequest, ServiceScaleDriver, WorkspaceDriver,
@@ -279,12 +280,12 @@ impl SiteDesired {
         let repository = spec.source.repository.trim().to_string();
         let provider = git_provider(&repository).ok_or_else(|| {
             ReconcileError::user(
-                "UnsupportedByProvider",
+                Reason::UnsupportedByProvider,
                 format!("spec.source.repository: Spheron deploys sites from GitHub, GitLab or Bitbucket, not {repository}"),
             )
         })?;
         let branch = site_branch(spec.source.git_ref())
-            .map_err(|m| ReconcileError::user("UnsupportedByProvider", m))?;
+            .map_err(|m| ReconcileError::user(Reason::UnsupportedByProvider, m))?;
         let site = spec.spheron.as_ref().and_then(|s| s.site.as_ref());
         let protocol = site
             .and_then(|s| s.protocol.clone())
@@ -442,11 +443,11 @@ pub fn plan_site(
 }
 
 /// The condition reason for a deployment that ended without success (pure).
-pub fn failure_reason_code(state: &DeploymentStatus) -> &'static str {
+pub fn failure_reason_code(state: &DeploymentStatus) -> Reason {
     match state {
-        DeploymentStatus::TimedOut => "DeployTimedOut",
-        DeploymentStatus::Canceled => "DeployCanceled",
-        _ => "DeployFailed",
+        DeploymentStatus::TimedOut => Reason::DeployTimedOut,
+        DeploymentStatus::Canceled => Reason::DeployCanceled,
+        _ => Reason::DeployFailed,
     }
 }
 
@@ -762,7 +763,7 @@ pub fn update_notes(instance: &str, differences: &[Difference], drift: bool) -> 
         .map(|d| format!("{} {} -> {}", d.field, d.observed, d.desired))
         .collect();
     vec![Note::normal(
-        "Updated",
+        Reason::Updated,
         "Update",
         format!(
             "updating compute instance {instance}: {}",
@@ -827,7 +828,7 @@ pub fn plan_service_scale(
     let Some(index) = services.iter().position(|s| s.name == service) else {
         let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         return Err(ReconcileError::user(
-            "ServiceNotFound",
+            Reason::ServiceNotFound,
             format!(
                 "spec.service: the compute instance has no service {service:?}; it has {}",
                 names.join(", ")
@@ -836,7 +837,7 @@ pub fn plan_service_scale(
     };
     if index == 0 {
         return Err(ReconcileError::user(
-            "ScaledByWorkspace",
+            Reason::ScaledByWorkspace,
             format!(
                 "spec.service: {service:?} is the main service of the Workspace's compute instance; its replicas are the Workspace's spec.replicas (kubectl scale workspace/<name>), so delete this ServiceScale"
             ),
@@ -861,30 +862,24 @@ pub fn plan_service_scale(
 fn progressing(
     status: WorkspaceStatus,
     notes: Vec<Note>,
-    reason: &str,
+    reason: Reason,
     message: String,
     after: Duration,
 ) -> Report<WorkspaceStatus> {
     Report {
         status,
         readiness: Readiness::not_ready(reason, message.clone()),
-        sync: SyncState::Progressing {
-            reason: reason.into(),
-            message,
-        },
+        sync: SyncState::Progressing { reason, message },
         requeue_after: Some(after),
         notes,
     }
 }
 
-fn stalled<S>(status: S, notes: Vec<Note>, reason: &str, message: String) -> Report<S> {
+fn stalled<S>(status: S, notes: Vec<Note>, reason: Reason, message: String) -> Report<S> {
     Report {
         status,
         readiness: Readiness::not_ready(reason, message.clone()),
-        sync: SyncState::Stalled {
-            reason: reason.into(),
-            message,
-        },
+        sync: SyncState::Stalled { reason, message },
         requeue_after: None,
         notes,
     }
@@ -918,10 +913,10 @@ fn not_found(
     };
     Report {
         status,
-        readiness: Readiness::not_ready("NotFound", msg.clone()),
+        readiness: Readiness::not_ready(Reason::NotFound, msg.clone()),
         sync: if observe_only {
             SyncState::Stalled {
-                reason: "ExternalObjectNotFound".into(),
+                reason: Reason::ExternalObjectNotFound,
                 message: msg,
             }
         } else {
@@ -933,7 +928,7 @@ fn not_found(
 }
 
 fn unsupported(message: impl Into<String>) -> ReconcileError {
-    ReconcileError::user("UnsupportedByProvider", message)
+    ReconcileError::user(Reason::UnsupportedByProvider, message)
 }
 
 /// The label selector `status.selector` shows for the scale subresource: it matches nothing
@@ -1047,7 +1042,7 @@ impl SpheronClient {
         let org = self.resolve_organization().await.map_err(|e| {
             if e.kind == ErrorKind::Invalid {
                 ReconcileError::user(
-                    "OrganizationRequired",
+                    Reason::OrganizationRequired,
                     format!("{e}; or set spec.spheron.organizationId"),
                 )
             } else {
@@ -1173,7 +1168,7 @@ impl SpheronClient {
             Located::Found(p) => p.clone(),
             Located::NameTaken(p) => {
                 return Err(ReconcileError::user(
-                    "NameTaken",
+                    Reason::NameTaken,
                     format!(
                         "organization {organization} already has Spheron project {} ({}) for repository {}, which bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it",
                         p.id, p.name, spec.source.repository, p.id
@@ -1182,7 +1177,7 @@ impl SpheronClient {
             }
             Located::Ambiguous(n) => {
                 return Err(ReconcileError::user(
-                    "CreateOutcomeUnknown",
+                    Reason::CreateOutcomeUnknown,
                     format!(
                         "organization {organization} has {n} Spheron projects for repository {}: set spec.externalId to the one to manage",
                         spec.source.repository
@@ -1196,7 +1191,7 @@ impl SpheronClient {
             }
             Located::Gone(id) if spec.external_id.is_some() || !act => {
                 return Err(ReconcileError::user(
-                    "ExternalObjectNotFound",
+                    Reason::ExternalObjectNotFound,
                     format!("organization {organization} has no Spheron project {id}"),
                 ));
             }
@@ -1210,7 +1205,7 @@ impl SpheronClient {
             gone_or_absent => {
                 if let Located::Gone(id) = gone_or_absent {
                     notes.push(Note::warning(
-                        "DriftCorrected",
+                        Reason::DriftCorrected,
                         "Create",
                         format!("Spheron project {id} is gone at the platform; deploying again"),
                     ));
@@ -1233,7 +1228,7 @@ impl SpheronClient {
                 guard.created(&project.id).await?;
             }
             notes.push(Note::normal(
-                "Adopted",
+                Reason::Adopted,
                 "Adopt",
                 format!("manages Spheron project {} ({})", project.id, project.name),
             ));
@@ -1245,7 +1240,7 @@ impl SpheronClient {
                 return Ok(settled(
                     status,
                     notes,
-                    Readiness::not_ready("Archived", msg),
+                    Readiness::not_ready(Reason::Archived, msg),
                     observe_only,
                 ));
             }
@@ -1253,7 +1248,7 @@ impl SpheronClient {
                 .await?;
             self.forget_projects(organization).await;
             notes.push(Note::warning(
-                "DriftCorrected",
+                Reason::DriftCorrected,
                 "Correct",
                 format!(
                     "Spheron project {} was archived at the platform: set back to MAINTAINED",
@@ -1367,7 +1362,12 @@ impl SpheronClient {
                     "deployment {id} did not finish within {} minutes; set bosun.dev/reconcile-requested-at to cancel it and deploy again",
                     DEPLOY_DEADLINE.as_secs() / 60
                 );
-                return Ok(stalled(status, notes, "DeploymentDeadlineExceeded", msg));
+                return Ok(stalled(
+                    status,
+                    notes,
+                    Reason::DeploymentDeadlineExceeded,
+                    msg,
+                ));
             }
             step = SiteStep::Supersede;
         }
@@ -1377,7 +1377,7 @@ impl SpheronClient {
             SiteStep::Wait => Ok(progressing(
                 status,
                 notes,
-                "Deploying",
+                Reason::Deploying,
                 format!("deployment {dep_id} of {} is {dep_state}", desired.git_ref),
                 DEPLOY_POLL,
             )),
@@ -1386,11 +1386,11 @@ impl SpheronClient {
                 // already have answered AuthorizationNeeded).
                 let announced = request.previous.conditions.iter().any(|c| {
                     c.type_ == crate::api::condition_types::READY
-                        && c.reason == "AuthorizationNeeded"
+                        && c.reason == Reason::AuthorizationNeeded.as_str()
                 });
                 if !announced {
                     notes.push(Note::warning(
-                        "AuthorizationNeeded",
+                        Reason::AuthorizationNeeded,
                         "Deploy",
                         format!("Spheron deployment {dep_id} waits for authorization: the repository's owner must authorize it in the Spheron dashboard"),
                     ));
@@ -1398,7 +1398,7 @@ impl SpheronClient {
                 Ok(progressing(
                     status,
                     notes,
-                    "AuthorizationNeeded",
+                    Reason::AuthorizationNeeded,
                     format!("deployment {dep_id} of {} waits for authorization at Spheron: authorize it in the Spheron dashboard (the repository's owner must approve it)", desired.git_ref),
                     AUTHORIZATION_POLL,
                 ))
@@ -1424,7 +1424,7 @@ impl SpheronClient {
                     status,
                     notes,
                     Readiness::ready(
-                        "Deployed",
+                        Reason::Deployed,
                         format!(
                             "Spheron project {} serves {} at {url}",
                             project.id, desired.git_ref
@@ -1441,7 +1441,7 @@ impl SpheronClient {
                 Ok(settled(
                     status,
                     notes,
-                    Readiness::not_ready("NotDeployed", msg),
+                    Readiness::not_ready(Reason::NotDeployed, msg),
                     observe_only,
                 ))
             }
@@ -1458,7 +1458,7 @@ impl SpheronClient {
                 status.operation = Some(op);
                 self.shared.unconfirm(&project.id);
                 notes.push(Note::normal(
-                    "DeployStarted",
+                    Reason::DeployStarted,
                     "Deploy",
                     format!(
                         "redeploying deployment {dep_id} as {} (the same commit, the project's latest variables)",
@@ -1468,7 +1468,7 @@ impl SpheronClient {
                 Ok(progressing(
                     status,
                     notes,
-                    "Deploying",
+                    Reason::Deploying,
                     format!("redeployment {} started", started.deployment_id),
                     DEPLOY_POLL,
                 ))
@@ -1477,7 +1477,7 @@ impl SpheronClient {
                 if step == SiteStep::Supersede {
                     self.cancel_quietly(&dep_id).await?;
                     notes.push(Note::normal(
-                        "DeployCanceled",
+                        Reason::DeployCanceled,
                         "Deploy",
                         format!("canceled deployment {dep_id}: it was for an older spec"),
                     ));
@@ -1492,7 +1492,7 @@ impl SpheronClient {
                 status.operation = Some(op);
                 self.shared.unconfirm(&project.id);
                 notes.push(Note::normal(
-                    "DeployStarted",
+                    Reason::DeployStarted,
                     "Deploy",
                     format!(
                         "started deployment {} of {} to Spheron project {}",
@@ -1502,7 +1502,7 @@ impl SpheronClient {
                 Ok(progressing(
                     status,
                     notes,
-                    "Deploying",
+                    Reason::Deploying,
                     format!(
                         "deployment {} of {} started",
                         started.deployment_id, desired.git_ref
@@ -1548,7 +1548,7 @@ impl SpheronClient {
         status.url = None;
         status.deployed_revision = None;
         notes.push(Note::normal(
-            "Created",
+            Reason::Created,
             "Create",
             format!(
                 "created Spheron project {project_id} for {} with deployment {} of {}",
@@ -1558,7 +1558,7 @@ impl SpheronClient {
         Ok(progressing(
             status,
             notes,
-            "Deploying",
+            Reason::Deploying,
             format!(
                 "deployment {} of {} started",
                 started.deployment_id, desired.git_ref
@@ -1613,7 +1613,7 @@ impl SpheronClient {
             for d in recent.iter().filter(|d| !d.status.is_terminal()) {
                 self.cancel_quietly(&d.id).await?;
                 notes.push(Note::normal(
-                    "DeployCanceled",
+                    Reason::DeployCanceled,
                     "Delete",
                     format!("canceled deployment {} ({})", d.id, d.status),
                 ));
@@ -1624,7 +1624,7 @@ impl SpheronClient {
                 super::client::Deleted::AlreadyGone => format!("Spheron project {id} is gone"),
             };
             self.shared.unconfirm(&id);
-            notes.push(Note::normal("Deleted", "Delete", note));
+            notes.push(Note::normal(Reason::Deleted, "Delete", note));
         }
         Ok(Cleanup::Done(notes))
     }
@@ -1695,7 +1695,7 @@ impl SpheronClient {
             Located::Found(i) => i.clone(),
             Located::NameTaken(i) => {
                 return Err(ReconcileError::user(
-                    "NameTaken",
+                    Reason::NameTaken,
                     format!(
                         "organization {organization} already has a compute instance named {:?} ({}) that bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it, or spec.externalName to use another name",
                         i.name, i.id, i.id
@@ -1704,7 +1704,7 @@ impl SpheronClient {
             }
             Located::Ambiguous(n) => {
                 return Err(ReconcileError::user(
-                    "CreateOutcomeUnknown",
+                    Reason::CreateOutcomeUnknown,
                     format!(
                         "organization {organization} has {n} open compute instances named {:?}: close the extra ones, or set spec.externalId to the one to keep",
                         request.external_name
@@ -1718,7 +1718,7 @@ impl SpheronClient {
             }
             Located::Gone(id) if spec.external_id.is_some() || !act => {
                 return Err(ReconcileError::user(
-                    "ExternalObjectNotFound",
+                    Reason::ExternalObjectNotFound,
                     format!("organization {organization} has no open compute instance {id}"),
                 ));
             }
@@ -1732,7 +1732,7 @@ impl SpheronClient {
             gone_or_absent => {
                 if let Located::Gone(id) = gone_or_absent {
                     notes.push(Note::warning(
-                        "DriftCorrected",
+                        Reason::DriftCorrected,
                         "Create",
                         format!("compute instance {id} was closed or removed at the platform; creating it again"),
                     ));
@@ -1750,7 +1750,7 @@ impl SpheronClient {
                 guard.created(&instance.id).await?;
             }
             notes.push(Note::normal(
-                "Adopted",
+                Reason::Adopted,
                 "Adopt",
                 format!(
                     "manages Spheron compute instance {} ({})",
@@ -1795,7 +1795,7 @@ impl SpheronClient {
                 return Ok(settled(
                     status,
                     notes,
-                    Readiness::ready("Available", msg),
+                    Readiness::ready(Reason::Available, msg),
                     observe_only,
                 ));
             }
@@ -1833,7 +1833,12 @@ impl SpheronClient {
                         instance.id,
                         DEPLOY_DEADLINE.as_secs() / 60
                     );
-                    return Ok(stalled(status, notes, "DeploymentDeadlineExceeded", msg));
+                    return Ok(stalled(
+                        status,
+                        notes,
+                        Reason::DeploymentDeadlineExceeded,
+                        msg,
+                    ));
                 }
                 let msg = if ours {
                     format!(
@@ -1843,7 +1848,13 @@ impl SpheronClient {
                 } else {
                     format!("a deployment of compute instance {} started outside bosun ({n_id}) is {n_state}; waiting for it to end", instance.id)
                 };
-                return Ok(progressing(status, notes, "Deploying", msg, DEPLOY_POLL));
+                return Ok(progressing(
+                    status,
+                    notes,
+                    Reason::Deploying,
+                    msg,
+                    DEPLOY_POLL,
+                ));
             }
             ComputeStep::Failed => {
                 let n = newest.as_ref();
@@ -1855,7 +1866,7 @@ impl SpheronClient {
                     n.map(|n| n.id.clone()).unwrap_or_default(),
                     instance.id
                 );
-                return Ok(stalled(status, notes, "DeployFailed", msg));
+                return Ok(stalled(status, notes, Reason::DeployFailed, msg));
             }
             ComputeStep::Converge => {}
         }
@@ -1909,7 +1920,7 @@ impl SpheronClient {
             return Ok(settled(
                 status,
                 notes,
-                Readiness::ready("Available", msg),
+                Readiness::ready(Reason::Available, msg),
                 observe_only,
             ));
         }
@@ -1927,7 +1938,7 @@ impl SpheronClient {
             return Ok(settled(
                 status,
                 notes,
-                Readiness::not_ready("Differs", msg),
+                Readiness::not_ready(Reason::Differs, msg),
                 observe_only,
             ));
         }
@@ -1939,7 +1950,7 @@ impl SpheronClient {
             .unwrap_or_default();
         let main_config = desired
             .config(main)
-            .map_err(|m| ReconcileError::user("UnsupportedByProvider", m))?;
+            .map_err(|m| ReconcileError::user(Reason::UnsupportedByProvider, m))?;
         match services.first_mut() {
             Some(first) => *first = main_config,
             None => services.push(main_config),
@@ -1967,7 +1978,7 @@ impl SpheronClient {
         status.operation = Some(op);
         if running.is_none() {
             notes.push(Note::normal(
-                "Updated",
+                Reason::Updated,
                 "Update",
                 format!(
                     "deploying compute instance {} again: nothing runs",
@@ -1986,7 +1997,7 @@ impl SpheronClient {
         Ok(progressing(
             status,
             notes,
-            "Deploying",
+            Reason::Deploying,
             format!(
                 "update {} of compute instance {} started",
                 updated.compute_deployment_id, instance.id
@@ -2006,7 +2017,7 @@ impl SpheronClient {
     ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
         let main = desired
             .config(None)
-            .map_err(|m| ReconcileError::user("ComputeSettingsRequired", m))?;
+            .map_err(|m| ReconcileError::user(Reason::ComputeSettingsRequired, m))?;
         let body = CreateComputeInstance {
             organization_id: organization.to_string(),
             unique_topic_id: topic_id(),
@@ -2034,7 +2045,7 @@ impl SpheronClient {
         status.url = None;
         status.deployed_revision = None;
         notes.push(Note::normal(
-            "Created",
+            Reason::Created,
             "Create",
             format!(
                 "created Spheron compute instance {} in organization {organization} ({} replicas)",
@@ -2044,7 +2055,7 @@ impl SpheronClient {
         Ok(progressing(
             status,
             notes,
-            "Deploying",
+            Reason::Deploying,
             format!(
                 "deployment {} of compute instance {} started",
                 created.compute_deployment_id, created.compute_instance_id
@@ -2087,7 +2098,7 @@ impl SpheronClient {
                 }
             };
             self.shared.unconfirm(&id);
-            notes.push(Note::normal("Deleted", "Delete", note));
+            notes.push(Note::normal(Reason::Deleted, "Delete", note));
         }
         Ok(Cleanup::Done(notes))
     }
@@ -2183,7 +2194,7 @@ impl SpheronClient {
     async fn scale_view(&self, workspace_id: &str) -> Result<ScaleView, ReconcileError> {
         let (instance, organization) = self.instance_by_id(workspace_id).await?.ok_or_else(|| {
             ReconcileError::user(
-                "NotAComputeInstance",
+                Reason::NotAComputeInstance,
                 format!(
                     "the Workspace's Spheron object {workspace_id} is not a compute instance: a ServiceScale needs a Workspace with spec.spheron.compute"
                 ),
@@ -2191,7 +2202,7 @@ impl SpheronClient {
         })?;
         if instance.state == InstanceState::Closed {
             return Err(ReconcileError::waiting(
-                "WorkspaceNotRunning",
+                Reason::WorkspaceNotRunning,
                 format!("compute instance {} is closed", instance.id),
             ));
         }
@@ -2213,7 +2224,7 @@ impl SpheronClient {
         .filter(|d| d.status.is_success() || d.status == ComputeDeploymentStatus::Deprecated)
         .ok_or_else(|| {
             ReconcileError::waiting(
-                "WorkspaceNotRunning",
+                Reason::WorkspaceNotRunning,
                 format!("compute instance {} runs no deployment yet", instance.id),
             )
         })?;
@@ -2247,9 +2258,9 @@ impl ServiceScaleDriver for SpheronClient {
             ScaleView::Deploying(msg) => {
                 return Ok(Report {
                     status,
-                    readiness: Readiness::not_ready("Deploying", msg.clone()),
+                    readiness: Readiness::not_ready(Reason::Deploying, msg.clone()),
                     sync: SyncState::Progressing {
-                        reason: "Deploying".into(),
+                        reason: Reason::Deploying,
                         message: msg,
                     },
                     requeue_after: Some(DEPLOY_POLL),
@@ -2268,7 +2279,7 @@ impl ServiceScaleDriver for SpheronClient {
                 Ok(Report {
                     status,
                     readiness: Readiness::ready(
-                        "Available",
+                        Reason::Available,
                         format!("{} runs {n} replicas", request.service),
                     ),
                     sync: SyncState::Synced,
@@ -2281,7 +2292,7 @@ impl ServiceScaleDriver for SpheronClient {
                 Ok(Report {
                     status,
                     readiness: Readiness::not_ready(
-                        "ReplicasDiffer",
+                        Reason::ReplicasDiffer,
                         format!(
                             "{} runs {observed} replicas, the spec says {}",
                             request.service, request.replicas
@@ -2315,7 +2326,7 @@ impl ServiceScaleDriver for SpheronClient {
                     Note::drift("spec.replicas", observed, request.replicas)
                 } else {
                     Note::normal(
-                        "Scaled",
+                        Reason::Scaled,
                         "Scale",
                         format!(
                             "scaling {} of compute instance {instance} from {observed} to {} replicas",
@@ -2329,9 +2340,9 @@ impl ServiceScaleDriver for SpheronClient {
                 );
                 Ok(Report {
                     status,
-                    readiness: Readiness::not_ready("Scaling", msg.clone()),
+                    readiness: Readiness::not_ready(Reason::Scaling, msg.clone()),
                     sync: SyncState::Progressing {
-                        reason: "Scaling".into(),
+                        reason: Reason::Scaling,
                         message: msg,
                     },
                     requeue_after: Some(DEPLOY_POLL),
@@ -2534,14 +2545,14 @@ mod tests {
         let err = SiteDesired::new(&commit, &BTreeMap::new(), "o", None)
             .err()
             .expect("commit");
-        assert_eq!(err.reason(), "UnsupportedByProvider");
+        assert_eq!(err.reason(), Reason::UnsupportedByProvider);
         assert!(err.to_string().starts_with("spec.source.commit"), "{err}");
         let host =
             site_spec(json!({"repository": "https://git.example.com/a/b.git", "branch": "main"}));
         let err = SiteDesired::new(&host, &BTreeMap::new(), "o", None)
             .err()
             .expect("host");
-        assert_eq!(err.reason(), "UnsupportedByProvider");
+        assert_eq!(err.reason(), Reason::UnsupportedByProvider);
         assert!(
             err.to_string().starts_with("spec.source.repository"),
             "{err}"
@@ -2677,15 +2688,15 @@ mod tests {
     fn failures_keep_spherons_state_in_the_reason() {
         assert_eq!(
             failure_reason_code(&DeploymentStatus::Failed),
-            "DeployFailed"
+            Reason::DeployFailed
         );
         assert_eq!(
             failure_reason_code(&DeploymentStatus::TimedOut),
-            "DeployTimedOut"
+            Reason::DeployTimedOut
         );
         assert_eq!(
             failure_reason_code(&DeploymentStatus::Canceled),
-            "DeployCanceled"
+            Reason::DeployCanceled
         );
     }
 
@@ -3098,7 +3109,7 @@ mod tests {
         ];
         let drift = update_notes("i1", &d, true);
         assert_eq!(drift.len(), 2);
-        assert_eq!(drift[0].reason, "DriftCorrected");
+        assert_eq!(drift[0].reason, Reason::DriftCorrected);
         assert_eq!(drift[0].drift_field.as_deref(), Some("spec.replicas"));
         assert_eq!(
             drift[0].message,
@@ -3184,10 +3195,10 @@ mod tests {
             service(json!({"name": "worker", "serviceCount": 1, "image": "w", "tag": "7"})),
         ];
         let err = plan_service_scale(&services, "web", 3).expect_err("main");
-        assert_eq!(err.reason(), "ScaledByWorkspace");
+        assert_eq!(err.reason(), Reason::ScaledByWorkspace);
         assert!(err.to_string().contains("spec.replicas"), "{err}");
         let err = plan_service_scale(&services, "cron", 3).expect_err("unknown");
-        assert_eq!(err.reason(), "ServiceNotFound");
+        assert_eq!(err.reason(), Reason::ServiceNotFound);
         assert!(err.to_string().contains("web, worker"), "{err}");
         assert_eq!(
             plan_service_scale(&services, "worker", 1).ok(),
