@@ -2,5 +2,7 @@
 
 pub mod client;
 pub mod domains;
+mod errors;
 pub mod mapping;
 pub mod sim;
+mod wire;
