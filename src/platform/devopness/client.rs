@@ -619,7 +619,7 @@ impl Platform for Devopness {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sim"))]
 mod against_sim;
 
 #[cfg(test)]
