@@ -2,6 +2,8 @@
 
 pub mod client;
 pub mod domains;
+mod errors;
 pub mod mapping;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod wire;
