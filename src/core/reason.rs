@@ -176,12 +176,6 @@ impl fmt::Display for Reason {
     }
 }
 
-impl serde::Serialize for Reason {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

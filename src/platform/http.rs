@@ -1,10 +1,10 @@
 //! The HTTP client every platform client is built on: TLS trust, the shared request budget,
 //! 429 handling and request metrics live here once.
 
-use super::budget::RateBudget;
-use super::dry_run::{held_back_answer, DryRun};
-use super::{Connection, ErrorKind, PlatformError};
+use crate::core::budget::RateBudget;
+use crate::core::dry_run::{held_back_answer, DryRun};
 use crate::core::metrics::Metrics;
+use crate::core::seam::{Connection, ErrorKind, PlatformError};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use std::error::Error as _;

@@ -5,7 +5,7 @@
 //! other share one listing, and a reconcile that changed something forgets it so that its next
 //! look is fresh.
 
-use super::PlatformError;
+use crate::core::seam::PlatformError;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
@@ -105,7 +105,7 @@ mod tests {
         let failed = listings
             .get(&1, || async {
                 Err(PlatformError::new(
-                    super::super::ErrorKind::Unavailable,
+                    crate::core::seam::ErrorKind::Unavailable,
                     "down",
                 ))
             })

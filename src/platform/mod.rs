@@ -11,48 +11,10 @@ pub mod http;
 pub mod listing;
 pub mod spheron;
 
-// The seam's types, where the platform folders import them from.
-pub use crate::core::seam::{
-    Capabilities, Connection, Credential, ErrorKind, Platform, PlatformError,
-};
-pub use crate::core::{budget, drivers, dry_run};
-
 use crate::api::PlatformType;
-use crate::core::seam::Connector;
+use crate::core::seam::{Connection, Connector, Platform, PlatformError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-/// The public URL of each platform, used when `spec.endpoint` is omitted.
-pub fn default_endpoint(platform: PlatformType) -> Option<&'static str> {
-    match platform {
-        PlatformType::Codesphere => Some("https://cloud.codesphere.com/api"),
-        PlatformType::Devopness => Some("https://api.devopness.com"),
-        PlatformType::Spheron => Some("https://api-v2.spheron.network"),
-        // Code Manager runs on the customer's own primary server: there is no public URL.
-        PlatformType::PuppetCodeManager => None,
-    }
-}
-
-/// The documented (or a conservative) request limit per minute of each platform.
-pub fn default_requests_per_minute(platform: PlatformType) -> u32 {
-    match platform {
-        // Devopness documents 30 requests a minute on the free plan.
-        PlatformType::Devopness => 30,
-        _ => 300,
-    }
-}
-
-/// Builds the platform client for a connection.
-pub fn connect(connection: Connection) -> Result<Arc<dyn Platform>, PlatformError> {
-    match connection.platform {
-        PlatformType::Codesphere => Ok(Arc::new(codesphere::Codesphere::new(connection)?)),
-        PlatformType::PuppetCodeManager => {
-            Ok(Arc::new(codemanager::client::CodeManager::new(connection)?))
-        }
-        PlatformType::Devopness => Ok(Arc::new(devopness::client::Devopness::new(connection)?)),
-        PlatformType::Spheron => Ok(Arc::new(spheron::client::SpheronClient::new(connection)?)),
-    }
-}
 
 /// A platform client and the fingerprint of what it was built from.
 type Built = (u64, Arc<dyn Platform>);
@@ -73,15 +35,32 @@ impl Connectors {
 
 impl Connector for Connectors {
     fn default_endpoint(&self, platform: PlatformType) -> Option<&'static str> {
-        default_endpoint(platform)
+        match platform {
+            PlatformType::Codesphere => Some("https://cloud.codesphere.com/api"),
+            PlatformType::Devopness => Some("https://api.devopness.com"),
+            PlatformType::Spheron => Some("https://api-v2.spheron.network"),
+            // Code Manager runs on the customer's own primary server: there is no public URL.
+            PlatformType::PuppetCodeManager => None,
+        }
     }
 
     fn default_requests_per_minute(&self, platform: PlatformType) -> u32 {
-        default_requests_per_minute(platform)
+        match platform {
+            // Devopness documents 30 requests a minute on the free plan.
+            PlatformType::Devopness => 30,
+            _ => 300,
+        }
     }
 
     fn connect(&self, connection: Connection) -> Result<Arc<dyn Platform>, PlatformError> {
-        connect(connection)
+        Ok(match connection.platform {
+            PlatformType::Codesphere => Arc::new(codesphere::Codesphere::new(connection)?),
+            PlatformType::PuppetCodeManager => {
+                Arc::new(codemanager::client::CodeManager::new(connection)?)
+            }
+            PlatformType::Devopness => Arc::new(devopness::client::Devopness::new(connection)?),
+            PlatformType::Spheron => Arc::new(spheron::client::SpheronClient::new(connection)?),
+        })
     }
 
     fn cached(&self, key: &str, fingerprint: u64) -> Option<Arc<dyn Platform>> {

@@ -24,8 +24,8 @@ pub use super::wire::*;
 use super::errors::scrub;
 use super::rbac::{Auth, Minted};
 use crate::api::PlatformType;
+use crate::core::seam::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use crate::platform::http::ApiClient;
-use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::header::HeaderValue;
 use reqwest::Method;
@@ -347,7 +347,7 @@ impl Platform for CodeManager {
         PlatformType::PuppetCodeManager
     }
 
-    fn workspaces(&self) -> Option<&dyn crate::platform::drivers::WorkspaceDriver> {
+    fn workspaces(&self) -> Option<&dyn crate::core::drivers::WorkspaceDriver> {
         Some(self)
     }
 
@@ -364,7 +364,7 @@ impl Platform for CodeManager {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::platform::budget::RateBudget;
+    use crate::core::budget::RateBudget;
     use crate::platform::codemanager::wire::tests::fixture;
     use axum::body::Bytes;
     use axum::http::{HeaderMap, Uri};

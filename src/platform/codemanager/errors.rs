@@ -4,8 +4,8 @@
 //! and `token=` values out of every message.
 
 use super::wire::CmError;
+use crate::core::seam::{ErrorKind, PlatformError};
 use crate::platform::http::kind_for_status;
-use crate::platform::{ErrorKind, PlatformError};
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -8,10 +8,10 @@ use super::client::{
 };
 use crate::api::{GitRef, ManagementPolicy, OperationStatus, StageStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
+use crate::core::drivers::{CreateGuard, WorkspaceDriver, WorkspaceRequest};
 use crate::core::error::ReconcileError;
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
-use crate::platform::drivers::{CreateGuard, WorkspaceDriver, WorkspaceRequest};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use std::time::Duration;

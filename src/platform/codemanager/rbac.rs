@@ -5,7 +5,7 @@
 
 use super::client::CodeManager;
 use super::errors::{classify, scrub};
-use crate::platform::{Credential, ErrorKind, PlatformError};
+use crate::core::seam::{Credential, ErrorKind, PlatformError};
 use jiff::{SignedDuration, Timestamp};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;

@@ -2,7 +2,7 @@
 //! the per-environment results, the deploys status and its by-id form, and the readers that
 //! turn an answer's JSON into them.
 
-use crate::platform::{ErrorKind, PlatformError};
+use crate::core::seam::{ErrorKind, PlatformError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;

@@ -2,12 +2,12 @@
 //! mapping needs, typed, with errors carrying the platform's `{status, title, detail, traceId}`.
 
 use crate::api::PlatformType;
-use crate::platform::drivers::DeepChecks;
+use crate::core::drivers::DeepChecks;
+use crate::core::seam::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use crate::platform::http::{
     check_answer, kind_for_status, not_found_is_none, to_value, ApiClient,
 };
 use crate::platform::listing::SharedListings;
-use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -57,7 +57,7 @@ pub struct Workspace {
     pub restricted: bool,
 }
 
-impl crate::platform::drivers::Identified for Workspace {
+impl crate::core::drivers::Identified for Workspace {
     fn platform_id(&self) -> i64 {
         self.id
     }
@@ -726,15 +726,15 @@ impl Platform for Codesphere {
         PlatformType::Codesphere
     }
 
-    fn workspaces(&self) -> Option<&dyn crate::platform::drivers::WorkspaceDriver> {
+    fn workspaces(&self) -> Option<&dyn crate::core::drivers::WorkspaceDriver> {
         Some(self)
     }
 
-    fn service_scales(&self) -> Option<&dyn crate::platform::drivers::ServiceScaleDriver> {
+    fn service_scales(&self) -> Option<&dyn crate::core::drivers::ServiceScaleDriver> {
         Some(self)
     }
 
-    fn domains(&self) -> Option<&dyn crate::platform::drivers::DomainDriver> {
+    fn domains(&self) -> Option<&dyn crate::core::drivers::DomainDriver> {
         Some(self)
     }
 

@@ -6,8 +6,8 @@
 use super::client::{Codesphere, CreateWorkspace, EnvVar, Stage, UpdateWorkspace};
 use super::sim::{self, router, CodesphereSim};
 use crate::api::PlatformType;
-use crate::platform::budget::RateBudget;
-use crate::platform::{Connection, Credential, ErrorKind, Platform};
+use crate::core::budget::RateBudget;
+use crate::core::seam::{Connection, Credential, ErrorKind, Platform};
 use crate::sim::spec_check::{load_spec, request_errors};
 use crate::sim::{bind, SimConfig, DEFAULT_TOKEN};
 use axum::body::{Body, Bytes};

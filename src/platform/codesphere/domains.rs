@@ -4,10 +4,10 @@
 use super::client::{Codesphere, Domain};
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
+use crate::core::drivers::{DomainDriver, DomainRequest};
 use crate::core::error::ReconcileError;
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
-use crate::platform::drivers::{DomainDriver, DomainRequest};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

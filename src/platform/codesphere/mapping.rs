@@ -13,14 +13,14 @@ use crate::api::{
     StageStatus, WorkspaceStatus,
 };
 use crate::core::conditions::{Readiness, SyncState};
-use crate::core::error::ReconcileError;
-use crate::core::reason::Reason;
-use crate::core::reconciler::{Cleanup, Note, Report};
-use crate::platform::drivers::{
+use crate::core::drivers::{
     env_fingerprint, locate, was_ready, CreateGuard, Located, ScaleRequest, ServiceScaleDriver,
     WorkspaceDriver, WorkspaceRequest,
 };
-use crate::platform::{ErrorKind, PlatformError};
+use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
+use crate::core::reconciler::{Cleanup, Note, Report};
+use crate::core::seam::{ErrorKind, PlatformError};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
@@ -566,7 +566,7 @@ impl Codesphere {
         let run = match read {
             Ok(run) => run,
             // Refused: the workspace may have stopped since it was last seen running.
-            Err(e) if e.kind == crate::platform::ErrorKind::Invalid => {
+            Err(e) if e.kind == crate::core::seam::ErrorKind::Invalid => {
                 if !self.is_running(ws.id).await.map_err(user_or_platform)? {
                     return Ok(starting(ws.id));
                 }

@@ -12,10 +12,10 @@ pub use super::wire::*;
 
 use super::errors::check;
 use crate::api::PlatformType;
-use crate::platform::drivers::DeepChecks;
+use crate::core::drivers::DeepChecks;
+use crate::core::seam::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use crate::platform::http::{not_found_is_none, read_json_answer, to_value, ApiClient};
 use crate::platform::listing::{listing_ttl, SharedListings};
-use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LINK};
 use reqwest::{Method, RequestBuilder, Response, Url};
@@ -579,11 +579,11 @@ impl Devopness {
 
 #[async_trait]
 impl Platform for Devopness {
-    fn workspaces(&self) -> Option<&dyn crate::platform::drivers::WorkspaceDriver> {
+    fn workspaces(&self) -> Option<&dyn crate::core::drivers::WorkspaceDriver> {
         Some(self)
     }
 
-    fn domains(&self) -> Option<&dyn crate::platform::drivers::DomainDriver> {
+    fn domains(&self) -> Option<&dyn crate::core::drivers::DomainDriver> {
         Some(self)
     }
 
@@ -625,7 +625,7 @@ mod against_sim;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::budget::RateBudget;
+    use crate::core::budget::RateBudget;
     use axum::body::Bytes;
     use axum::http::{HeaderMap as AxHeaders, Uri};
     use axum::response::IntoResponse;

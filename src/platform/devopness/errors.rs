@@ -1,8 +1,8 @@
 //! Devopness error answers: the platform's `{message, errors}` body and how an answer that is
 //! not 2xx becomes a `PlatformError`.
 
+use crate::core::seam::PlatformError;
 use crate::platform::http::{check_answer, kind_for_status, name_operation};
-use crate::platform::PlatformError;
 use reqwest::{Response, StatusCode};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -124,7 +124,7 @@ pub(super) async fn check(operation: &str, response: Response) -> Result<Respons
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::ErrorKind;
+    use crate::core::seam::ErrorKind;
 
     #[test]
     fn validation_errors_name_the_first_field() {

@@ -12,12 +12,12 @@ use super::client::{
 };
 use crate::api::{GitRef, ManagementPolicy, OperationStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
+use crate::core::drivers::{
+    env_fingerprint, locate, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest,
+};
 use crate::core::error::ReconcileError;
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
-use crate::platform::drivers::{
-    env_fingerprint, locate, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest,
-};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::time::Duration;

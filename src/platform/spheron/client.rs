@@ -22,8 +22,8 @@ pub use super::wire::*;
 
 use super::errors::check;
 use crate::api::PlatformType;
+use crate::core::seam::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use crate::platform::http::{not_found_is_none, read_json_answer, to_value, ApiClient};
-use crate::platform::{Connection, Credential, ErrorKind, Platform, PlatformError};
 use async_trait::async_trait;
 use reqwest::header::ACCEPT;
 use reqwest::{Method, RequestBuilder, Response};
@@ -1049,15 +1049,15 @@ impl Platform for SpheronClient {
         Ok(format!("organization {} ({name})", org.id))
     }
 
-    fn workspaces(&self) -> Option<&dyn crate::platform::drivers::WorkspaceDriver> {
+    fn workspaces(&self) -> Option<&dyn crate::core::drivers::WorkspaceDriver> {
         Some(self)
     }
 
-    fn service_scales(&self) -> Option<&dyn crate::platform::drivers::ServiceScaleDriver> {
+    fn service_scales(&self) -> Option<&dyn crate::core::drivers::ServiceScaleDriver> {
         Some(self)
     }
 
-    fn domains(&self) -> Option<&dyn crate::platform::drivers::DomainDriver> {
+    fn domains(&self) -> Option<&dyn crate::core::drivers::DomainDriver> {
         Some(self)
     }
 }

@@ -21,11 +21,11 @@ use super::client::{
 };
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
+use crate::core::drivers::{DomainDriver, DomainRequest};
 use crate::core::error::ReconcileError;
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
-use crate::platform::drivers::{DomainDriver, DomainRequest};
-use crate::platform::{ErrorKind, PlatformError};
+use crate::core::seam::{ErrorKind, PlatformError};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::fmt;

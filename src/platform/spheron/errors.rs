@@ -2,8 +2,8 @@
 //! validation style; `error` as a fallback) and how an answer that is not 2xx becomes a
 //! `PlatformError`.
 
+use crate::core::seam::{ErrorKind, PlatformError};
 use crate::platform::http::{check_answer, kind_for_status, name_operation};
-use crate::platform::{ErrorKind, PlatformError};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 

@@ -49,15 +49,15 @@ use crate::api::{
     SpheronSite, WorkspaceSpec, WorkspaceStatus,
 };
 use crate::core::conditions::{Readiness, SyncState};
-use crate::core::error::ReconcileError;
-use crate::core::reason::Reason;
-use crate::core::reconciler::{Cleanup, Note, Report};
-use crate::platform::drivers::{
+use crate::core::drivers::{
     locate, CreateGuard, Located, ScaleRequest, ServiceScaleDriver, WorkspaceDriver,
     WorkspaceRequest,
 };
+use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
+use crate::core::reconciler::{Cleanup, Note, Report};
+use crate::core::seam::{ErrorKind, PlatformError};
 use crate::platform::listing::{listing_ttl, SharedListings};
-use crate::platform::{ErrorKind, PlatformError};
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, HashMap};

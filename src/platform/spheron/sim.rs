@@ -2754,9 +2754,9 @@ async fn admin_overdue(State(sim): State<SpheronSim>, body: Bytes) -> Response {
 mod tests {
     use super::*;
     use crate::api::{PlatformDefaults, PlatformType};
-    use crate::platform::budget::RateBudget;
+    use crate::core::budget::RateBudget;
+    use crate::core::seam::{Connection, Credential, ErrorKind, Platform};
     use crate::platform::spheron::client::*;
-    use crate::platform::{Connection, Credential, ErrorKind, Platform};
     use crate::sim::{bind, SimServer, SimStats};
 
     const STEP: Duration = Duration::from_millis(80);
