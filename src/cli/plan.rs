@@ -14,6 +14,7 @@ use crate::core::drivers::CreateGuard;
 use crate::core::dry_run::{DryRun, PlannedCall};
 use crate::core::error::ReconcileError;
 use crate::core::metrics::Metrics;
+use crate::core::plan::Hold;
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Managed, Mode, Note, Report};
 use crate::core::references::{self, Access, Objects, ProviderView};
@@ -399,7 +400,11 @@ fn mode_of<K: Managed>(obj: &K) -> Mode {
     let steering = annotations::steering(obj.annotations());
     let last_handled = obj.status().and_then(K::last_handled);
     Mode {
-        act: !steering.paused,
+        hold: Some(if steering.paused {
+            Hold::Paused
+        } else {
+            Hold::DryRun
+        }),
         requested: annotations::reconcile_requested(&steering, last_handled),
     }
 }

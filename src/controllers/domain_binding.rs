@@ -73,8 +73,8 @@ fn request<'a>(
         previous,
         generation: obj.metadata.generation.unwrap_or_default(),
         observed_generation: previous.observed_generation,
-        mode,
-        observe_only: obj.spec.management_policy == ManagementPolicy::Observe,
+        // The one place the binding's policy becomes whether writes are held.
+        mode: mode.governed_by(obj.spec.management_policy),
     }
 }
 
@@ -149,15 +149,7 @@ impl Reconciler<DomainBinding> for DomainBindingReconciler {
             .domains()
             .ok_or_else(|| not_implemented(view.spec.type_))?;
         driver
-            .delete(&request(
-                obj,
-                BTreeMap::new(),
-                &previous,
-                Mode {
-                    act: true,
-                    requested: false,
-                },
-            ))
+            .delete(&request(obj, BTreeMap::new(), &previous, Mode::SEND))
             .await
     }
 }

@@ -1,6 +1,6 @@
 //! `ServiceScale`: one service's replica count at the platform.
 
-use crate::api::{ManagementPolicy, ServiceScale, ServiceScaleStatus, Workspace};
+use crate::api::{ServiceScale, ServiceScaleStatus, Workspace};
 use crate::core::context::Context;
 use crate::core::drivers::ScaleRequest;
 use crate::core::error::ReconcileError;
@@ -102,7 +102,6 @@ pub async fn drive(
         )
     })?;
     let previous = obj.status.clone().unwrap_or_default();
-    let observe_only = workspace.spec.management_policy == ManagementPolicy::Observe;
     let request = ScaleRequest {
         key: format!("{namespace}/{}", obj.name_any()),
         service: &obj.spec.service,
@@ -111,10 +110,8 @@ pub async fn drive(
         previous: &previous,
         generation: obj.metadata.generation.unwrap_or_default(),
         observed_generation: previous.observed_generation,
-        mode: Mode {
-            act: mode.act && !observe_only,
-            ..mode
-        },
+        // A ServiceScale follows its Workspace's policy.
+        mode: mode.governed_by(workspace.spec.management_policy),
     };
     driver.reconcile(&request).await
 }

@@ -188,7 +188,8 @@ fn request<'a>(
         previous,
         generation: obj.metadata.generation.unwrap_or_default(),
         observed_generation: previous.observed_generation,
-        mode,
+        // The one place the Workspace's policy becomes whether writes are held.
+        mode: mode.governed_by(obj.spec.management_policy),
         create_pending: obj.annotations().contains_key(annotations::CREATE_PENDING),
         poll_interval: annotations::steering(obj.annotations()).poll_interval,
     }
@@ -274,11 +275,7 @@ impl Reconciler<Workspace> for WorkspaceReconciler {
                 let driver = platform
                     .workspaces()
                     .ok_or_else(|| not_implemented(view.spec.type_))?;
-                let mode = Mode {
-                    act: true,
-                    requested: false,
-                };
-                let mut req = request(obj, BTreeMap::new(), &previous, mode);
+                let mut req = request(obj, BTreeMap::new(), &previous, Mode::SEND);
                 if req.previous.external_id.is_none() && req.spec.external_id.is_none() {
                     // An interrupted create: find it by name before letting go.
                     req.create_pending = true;

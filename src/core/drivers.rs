@@ -106,7 +106,6 @@ pub struct DomainRequest<'a> {
     pub generation: i64,
     pub observed_generation: Option<i64>,
     pub mode: Mode,
-    pub observe_only: bool,
 }
 
 /// Custom domains on a platform.

@@ -13,6 +13,7 @@ pub mod events;
 pub mod failpoint;
 pub mod leader;
 pub mod metrics;
+pub mod plan;
 pub mod reason;
 pub mod reconciler;
 pub mod references;

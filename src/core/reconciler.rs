@@ -9,6 +9,7 @@ use super::context::Context;
 use super::error::ReconcileError;
 use crate::api::condition_types::SYNCED;
 use crate::api::{find_condition, FINALIZER};
+use crate::core::plan::Hold;
 use crate::core::reason::Reason;
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -53,13 +54,47 @@ pub trait Managed:
     );
 }
 
-/// Whether this reconcile may change things at the platform.
+/// Whether this reconcile may change things at the platform, decided once: the loop sets
+/// `Paused`, the kind's controller `Observe` (from the policy that governs the object), and
+/// `bosun plan` `DryRun`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mode {
-    /// False when paused or with `managementPolicy: Observe`.
-    pub act: bool,
+    /// Why nothing may be sent, if so.
+    pub hold: Option<Hold>,
     /// A `reconcile-requested-at` token is new: redo work even if nothing seems to differ.
     pub requested: bool,
+}
+
+impl Mode {
+    /// A reconcile that may send writes.
+    pub const SEND: Mode = Mode {
+        hold: None,
+        requested: false,
+    };
+
+    /// Holds writes back under `managementPolicy: Observe` (keeping an earlier hold).
+    pub fn governed_by(self, policy: crate::api::ManagementPolicy) -> Mode {
+        // Observe outranks a dry run: `bosun plan` of an observed object shows no writes.
+        match (self.hold, policy) {
+            (None | Some(Hold::DryRun), crate::api::ManagementPolicy::Observe) => Mode {
+                hold: Some(Hold::Observe),
+                ..self
+            },
+            _ => self,
+        }
+    }
+
+    /// Whether the object is only observed (`managementPolicy: Observe`).
+    pub fn observing(self) -> bool {
+        self.hold == Some(Hold::Observe)
+    }
+
+    /// Whether a driver that writes itself (not yet through the plan funnel) may call write
+    /// endpoints. Under `bosun plan` it may: the dry-run HTTP layer records those calls and
+    /// sends none of them.
+    pub fn act(self) -> bool {
+        matches!(self.hold, None | Some(Hold::DryRun))
+    }
 }
 
 /// An Event to publish about the object.
@@ -133,7 +168,7 @@ pub enum Cleanup {
 /// The kind-specific part of a reconcile.
 #[async_trait]
 pub trait Reconciler<K: Managed>: Send + Sync + 'static {
-    /// Observe the platform, plan (pure), act when `mode.act`, and report.
+    /// Observe the platform, plan (pure), act when `mode.act()`, and report.
     async fn reconcile(
         &self,
         obj: &K,
@@ -220,7 +255,7 @@ async fn apply<K: Managed, R: Reconciler<K>>(obj: &K, logic: &R, ctx: &Context) 
     let previous = obj.status().cloned().unwrap_or_default();
     let requested = annotations::reconcile_requested(&steering, K::last_handled(&previous));
     let mode = Mode {
-        act: !steering.paused,
+        hold: steering.paused.then_some(Hold::Paused),
         requested,
     };
 

@@ -6,7 +6,7 @@
 use super::client::{
     environment_name, CmError, CodeManager, DeployRequest, DeployState, DeploysStatus,
 };
-use crate::api::{GitRef, ManagementPolicy, OperationStatus, StageStatus, WorkspaceStatus};
+use crate::api::{GitRef, OperationStatus, StageStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::drivers::{CreateGuard, WorkspaceDriver, WorkspaceRequest};
 use crate::core::error::ReconcileError;
@@ -182,7 +182,7 @@ impl WorkspaceDriver for CodeManager {
         _guard: &dyn CreateGuard,
     ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
         let (env, corrected) = environment_for(request)?;
-        let act = request.mode.act && request.spec.management_policy == ManagementPolicy::Manage;
+        let act = request.mode.act();
         let deploy_modules = request
             .spec
             .puppet_code_manager
@@ -410,7 +410,7 @@ impl WorkspaceDriver for CodeManager {
                 });
             }
         }
-        let sync = if request.spec.management_policy == ManagementPolicy::Observe {
+        let sync = if request.mode.observing() {
             SyncState::Observing
         } else {
             SyncState::Synced

@@ -104,7 +104,7 @@ impl DomainDriver for Codesphere {
         request: &DomainRequest<'_>,
     ) -> Result<Report<DomainBindingStatus>, ReconcileError> {
         let team = self.team_for_domains()?;
-        let act = request.mode.act && !request.observe_only;
+        let act = request.mode.act();
         let mut status = request.previous.clone();
         let mut notes = Vec::new();
         let desired = parse_ids(&request.routes)?;
@@ -125,7 +125,7 @@ impl DomainDriver for Codesphere {
                 return Ok(Report {
                     status,
                     readiness: Readiness::not_ready(Reason::NotFound, msg.clone()),
-                    sync: if request.observe_only {
+                    sync: if request.mode.observing() {
                         SyncState::Stalled {
                             reason: Reason::ExternalObjectNotFound,
                             message: msg,
@@ -224,7 +224,7 @@ impl DomainDriver for Codesphere {
                 Reason::Available,
                 format!("{} is verified, {certificate}", request.domain),
             ),
-            sync: if request.observe_only {
+            sync: if request.mode.observing() {
                 SyncState::Observing
             } else {
                 SyncState::Synced

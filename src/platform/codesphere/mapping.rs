@@ -9,8 +9,8 @@ use super::client::{
     Codesphere, CreateWorkspace, EnvVar, Plan, Stage, StageElement, UpdateWorkspace, Workspace,
 };
 use crate::api::{
-    GitRef, ManagementPolicy, OperationStatus, RolloutStrategy, RunState, ServiceScaleStatus,
-    StageStatus, WorkspaceStatus,
+    GitRef, OperationStatus, RolloutStrategy, RunState, ServiceScaleStatus, StageStatus,
+    WorkspaceStatus,
 };
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::drivers::{
@@ -358,7 +358,7 @@ impl Codesphere {
             .as_ref()
             .and_then(|c| c.profile.clone());
         let now = Timestamp::now();
-        let act = request.mode.act && request.spec.management_policy == ManagementPolicy::Manage;
+        let act = request.mode.act();
 
         // A rollout that failed stays failed until the spec changes or a reconcile is requested.
         if let Some(op) = &status.operation {
@@ -932,8 +932,8 @@ impl WorkspaceDriver for Codesphere {
             .workspaces_of(team_id)
             .await
             .map_err(user_or_platform)?;
-        let observe_only = request.spec.management_policy == ManagementPolicy::Observe;
-        let act = request.mode.act && !observe_only;
+        let observe_only = request.mode.observing();
+        let act = request.mode.act();
         let adopt = request.spec.adopt_by_name || observe_only;
         let mut status = request.previous.clone();
         let mut notes = Vec::new();
@@ -1332,7 +1332,7 @@ impl ServiceScaleDriver for Codesphere {
                 notes: Vec::new(),
             });
         }
-        if !request.mode.act {
+        if !request.mode.act() {
             return Ok(Report {
                 status,
                 readiness: Readiness::not_ready(

@@ -140,7 +140,7 @@ impl DomainDriver for Devopness {
         &self,
         request: &DomainRequest<'_>,
     ) -> Result<Report<DomainBindingStatus>, ReconcileError> {
-        let act = request.mode.act && !request.observe_only;
+        let act = request.mode.act();
         let mut status = request.previous.clone();
         let mut notes = Vec::new();
         let desired_app = desired_application(&request.routes)?;
@@ -273,7 +273,7 @@ impl DomainDriver for Devopness {
                         Reason::Available,
                         format!("virtual host {} serves {}{tls}", vhost.id, request.domain),
                     ),
-                    if request.observe_only {
+                    if request.mode.observing() {
                         SyncState::Observing
                     } else {
                         SyncState::Synced

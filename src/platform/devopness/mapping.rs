@@ -10,7 +10,7 @@ use super::client::{
     ActionStatus, Application, CreateApplication, CreateVariable, Deleted, DeployApplication,
     DeploymentType, Devopness, SourceType, UpdateVariable, Variable,
 };
-use crate::api::{GitRef, ManagementPolicy, OperationStatus, WorkspaceStatus};
+use crate::api::{GitRef, OperationStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::drivers::{
     env_fingerprint, locate, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest,
@@ -367,8 +367,8 @@ impl WorkspaceDriver for Devopness {
         let env_id = request.spec.devopness.as_ref().and_then(|d| d.environment_id).or(self.default_environment()).ok_or_else(|| {
             ReconcileError::user(Reason::EnvironmentRequired, "set spec.devopness.environmentId or the Provider's spec.defaults.environmentId")
         })?;
-        let observe_only = request.spec.management_policy == ManagementPolicy::Observe;
-        let act = request.mode.act && !observe_only;
+        let observe_only = request.mode.observing();
+        let act = request.mode.act();
         let mut status = request.previous.clone();
         let mut notes = Vec::new();
 

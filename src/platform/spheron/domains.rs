@@ -338,7 +338,7 @@ impl DomainDriver for SpheronClient {
         &self,
         request: &DomainRequest<'_>,
     ) -> Result<Report<DomainBindingStatus>, ReconcileError> {
-        let act = request.mode.act && !request.observe_only;
+        let act = request.mode.act();
         let mut status = request.previous.clone();
         let mut notes = Vec::new();
         let workspace = desired_workspace(&request.routes)?;
@@ -395,7 +395,7 @@ impl DomainDriver for SpheronClient {
                     status,
                     notes,
                     Readiness::not_ready(Reason::NotFound, msg.clone()),
-                    if request.observe_only {
+                    if request.mode.observing() {
                         SyncState::Stalled {
                             reason: Reason::ExternalObjectNotFound,
                             message: msg,
@@ -466,7 +466,7 @@ impl DomainDriver for SpheronClient {
                 status,
                 notes,
                 Readiness::not_ready(Reason::DomainNotVerified, msg.clone()),
-                if request.observe_only {
+                if request.mode.observing() {
                     SyncState::Observing
                 } else {
                     SyncState::Progressing {
@@ -484,7 +484,7 @@ impl DomainDriver for SpheronClient {
                 Reason::Available,
                 format!("{} is verified on {}", request.domain, target.owner),
             ),
-            if request.observe_only {
+            if request.mode.observing() {
                 SyncState::Observing
             } else {
                 SyncState::Synced

@@ -45,8 +45,8 @@ use super::client::{
     UpdateComputeInstance,
 };
 use crate::api::{
-    GitRef, ManagementPolicy, OperationStatus, RunState, ServiceScaleStatus, SpheronCompute,
-    SpheronSite, WorkspaceSpec, WorkspaceStatus,
+    GitRef, OperationStatus, RunState, ServiceScaleStatus, SpheronCompute, SpheronSite,
+    WorkspaceSpec, WorkspaceStatus,
 };
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::drivers::{
@@ -1126,8 +1126,8 @@ impl SpheronClient {
         }
         // Validate the spec before anything is read or written.
         SiteDesired::new(spec, &request.env, organization, None)?;
-        let observe_only = spec.management_policy == ManagementPolicy::Observe;
-        let act = request.mode.act && !observe_only;
+        let observe_only = request.mode.observing();
+        let act = request.mode.act();
         let mut status = request.previous.clone();
         let mut notes = Vec::new();
         status.selector = Some(selector(&request.key));
@@ -1649,8 +1649,8 @@ impl SpheronClient {
     ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
         let spec = request.spec;
         let desired = MainService::new(spec, compute, &request.env);
-        let observe_only = spec.management_policy == ManagementPolicy::Observe;
-        let act = request.mode.act && !observe_only;
+        let observe_only = request.mode.observing();
+        let act = request.mode.act();
         let mut status = request.previous.clone();
         let mut notes = Vec::new();
         status.selector = Some(selector(&request.key));
@@ -2287,7 +2287,7 @@ impl ServiceScaleDriver for SpheronClient {
                     notes: Vec::new(),
                 })
             }
-            ScalePlan::Scale { observed, .. } if !request.mode.act => {
+            ScalePlan::Scale { observed, .. } if !request.mode.act() => {
                 status.replicas = Some(i32::try_from(observed).unwrap_or(i32::MAX));
                 Ok(Report {
                     status,
