@@ -14,7 +14,7 @@ use crate::core::drivers::CreateGuard;
 use crate::core::dry_run::{DryRun, PlannedCall};
 use crate::core::error::ReconcileError;
 use crate::core::metrics::Metrics;
-use crate::core::plan::Hold;
+use crate::core::plan::{step_lines, Hold, StepView};
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Managed, Mode, Note, Report};
 use crate::core::references::{self, Access, Objects, ProviderView};
@@ -85,7 +85,11 @@ pub struct ObjectPlan {
     pub namespace: Option<String>,
     pub name: String,
     pub outcome: Outcome,
-    /// The writes, in the order the controller would make them.
+    /// The plan's steps, for platforms on the plan seam (`core::plan`): the whole rollout,
+    /// including what follows a create.
+    pub steps: Vec<StepView>,
+    /// The writes, in the order the controller would make them, for platforms whose writes
+    /// are still recorded at the HTTP layer.
     pub calls: Vec<PlannedCall>,
     /// Whether later writes depend on the platform's answer to the last one (a new id).
     pub more_after_answer: bool,
@@ -217,6 +221,7 @@ impl Manifests {
                         namespace: namespaced.then(|| namespace.to_string()),
                         name,
                         outcome: Outcome::Failed,
+                        steps: Vec::new(),
                         calls: Vec::new(),
                         more_after_answer: false,
                         events: Vec::new(),
@@ -427,9 +432,12 @@ pub fn judge<S>(
             })
             .collect::<Vec<_>>()
     };
-    let changed = !calls.is_empty();
+    let mut steps = Vec::new();
+    let mut changed = !calls.is_empty();
     let (outcome, reason, message, events, more_after_answer) = match result {
         Ok(report) => {
+            changed |= report.plan.steps.iter().any(|s| s.action.writes());
+            steps = report.plan.steps;
             use crate::core::conditions::SyncState;
             let (reason, message) = match &report.sync {
                 SyncState::Progressing { reason, message }
@@ -475,6 +483,7 @@ pub fn judge<S>(
         namespace,
         name,
         outcome,
+        steps,
         calls,
         more_after_answer,
         events,
@@ -548,6 +557,7 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
                 namespace,
                 name,
                 outcome: Outcome::Unchanged,
+                steps: Vec::new(),
                 calls: Vec::new(),
                 more_after_answer: false,
                 events: Vec::new(),
@@ -662,13 +672,20 @@ pub fn render_text(plan: &Plan) -> String {
             None => format!("{} {}", o.kind, o.name),
         };
         let reason = o.reason.as_deref().unwrap_or_default();
+        let writes = o.steps.iter().filter(|s| s.action.writes()).count();
         let headline = match o.outcome {
+            Outcome::Change if !o.steps.is_empty() => {
+                format!("{} to send", plural(writes, "change"))
+            }
             Outcome::Change => format!("{} to send", plural(o.calls.len(), "change")),
             Outcome::Unchanged => "no changes".to_string(),
             Outcome::Waiting => "waiting".to_string(),
             Outcome::Failed => "cannot be planned".to_string(),
         };
         let _ = writeln!(out, "{who}: {headline}");
+        for line in step_lines(&o.steps, "  ") {
+            let _ = writeln!(out, "{line}");
+        }
         for call in &o.calls {
             let _ = writeln!(
                 out,
@@ -798,6 +815,7 @@ mod tests {
             sync,
             requeue_after: None,
             notes,
+            plan: Default::default(),
         }
     }
 

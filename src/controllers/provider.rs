@@ -65,6 +65,7 @@ impl ProviderReconciler {
             sync: SyncState::Synced,
             requeue_after: None,
             notes,
+            plan: Default::default(),
         })
     }
 }

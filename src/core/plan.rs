@@ -215,29 +215,35 @@ impl PlanView {
 
     /// Numbered lines for people, each indented by `indent`.
     pub fn lines(&self, indent: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for s in &self.steps {
-            let drift = if s.drift { " [drift]" } else { "" };
-            let deadline = s
-                .deadline
-                .as_deref()
-                .map(|d| format!(" (deadline {d})"))
-                .unwrap_or_default();
-            out.push(format!(
-                "{indent}{}. {}: {}{drift}{deadline}",
-                s.number, s.action, s.summary
-            ));
-            for c in &s.changes {
-                out.push(format!(
-                    "{indent}     {}: {} -> {}",
-                    c.field,
-                    c.from.as_deref().unwrap_or("(none)"),
-                    c.to.as_deref().unwrap_or("(none)")
-                ));
-            }
-        }
-        out
+        step_lines(&self.steps, indent)
     }
+}
+
+/// Steps as numbered lines for people, each indented by `indent`: the action and summary,
+/// then each changed field old -> new.
+pub fn step_lines(steps: &[StepView], indent: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in steps {
+        let drift = if s.drift { " [drift]" } else { "" };
+        let deadline = s
+            .deadline
+            .as_deref()
+            .map(|d| format!(" (deadline {d})"))
+            .unwrap_or_default();
+        out.push(format!(
+            "{indent}{}. {}: {}{drift}{deadline}",
+            s.number, s.action, s.summary
+        ));
+        for c in &s.changes {
+            out.push(format!(
+                "{indent}     {}: {} -> {}",
+                c.field,
+                c.from.as_deref().unwrap_or("(none)"),
+                c.to.as_deref().unwrap_or("(none)")
+            ));
+        }
+    }
+    out
 }
 
 /// Why the funnel sends nothing.
@@ -313,7 +319,7 @@ pub async fn reconcile<Request, S, P>(
     request: &Request,
     mode: Mode,
     guard: &dyn CreateGuard,
-) -> Result<(Report<S>, PlanView), ReconcileError>
+) -> Result<Report<S>, ReconcileError>
 where
     Request: Sync + ?Sized,
     S: Send,
@@ -324,23 +330,29 @@ where
     funnel(seam, planned, mode, guard).await
 }
 
-/// The one write funnel: sends the plan's steps in order, or holds all of them back. Returns
-/// the report and the plan that was computed (sent or not).
+/// The one write funnel: sends the plan's steps in order, or holds all of them back. The
+/// report carries the plan that was computed, sent or not.
 pub async fn funnel<Request, S, P>(
     seam: &P,
     planned: Planned<P::Op, S>,
     mode: Mode,
     guard: &dyn CreateGuard,
-) -> Result<(Report<S>, PlanView), ReconcileError>
+) -> Result<Report<S>, ReconcileError>
 where
     Request: Sync + ?Sized,
     S: Send,
     P: PlanSeam<Request, S>,
 {
     let Planned { plan, mut report } = planned;
-    let view = plan.view();
-    if mode.hold.is_some() {
-        return Ok((report, view));
+    report.plan = plan.view();
+    match mode.hold {
+        None => {}
+        // An observed object is never changed: bosun is about to do nothing to it.
+        Some(Hold::Observe) => {
+            report.plan = PlanView::default();
+            return Ok(report);
+        }
+        Some(Hold::Paused | Hold::DryRun) => return Ok(report),
     }
     let mut answers = Vec::new();
     for step in &plan.steps {
@@ -373,7 +385,7 @@ where
             break;
         }
     }
-    Ok((report, view))
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -474,6 +486,7 @@ mod tests {
                 sync: SyncState::Synced,
                 requeue_after: None,
                 notes: Vec::new(),
+                plan: Default::default(),
             },
         }
     }
@@ -495,9 +508,10 @@ mod tests {
     #[tokio::test]
     async fn steps_go_out_in_order_with_earlier_answers_bound() {
         let rec = Recorder::default();
-        let (_, view) = funnel(&Seam(&rec), planned(rollout()), SEND, &rec)
+        let view = funnel(&Seam(&rec), planned(rollout()), SEND, &rec)
             .await
-            .unwrap();
+            .unwrap()
+            .plan;
         assert_eq!(
             *rec.sent.lock().unwrap(),
             vec!["create ", "update id1", "start id1"],
@@ -510,20 +524,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_held_plan_sends_nothing_and_is_still_shown_whole() {
+    async fn a_held_plan_sends_nothing_and_is_shown_whole_unless_observed() {
         for hold in [Hold::Paused, Hold::Observe, Hold::DryRun] {
             let rec = Recorder::default();
             let mode = Mode {
                 hold: Some(hold),
                 ..SEND
             };
-            let (report, view) = funnel(&Seam(&rec), planned(rollout()), mode, &rec)
+            let report = funnel(&Seam(&rec), planned(rollout()), mode, &rec)
                 .await
                 .unwrap();
             assert!(rec.sent.lock().unwrap().is_empty(), "{hold:?}");
             assert!(rec.guard.lock().unwrap().is_empty(), "{hold:?}");
             assert!(report.notes.is_empty(), "{hold:?}");
-            assert_eq!(view.steps.len(), 4, "{hold:?}");
+            let shown = if hold == Hold::Observe { 0 } else { 4 };
+            assert_eq!(report.plan.steps.len(), shown, "{hold:?}");
         }
     }
 
@@ -546,7 +561,7 @@ mod tests {
             step(StepAction::Update, ObjectId::Known("7".into()), true),
             step(StepAction::Update, ObjectId::Known("7".into()), false),
         ];
-        let (report, _) = funnel(&Seam(&rec), planned(steps), SEND, &rec)
+        let report = funnel(&Seam(&rec), planned(steps), SEND, &rec)
             .await
             .unwrap();
         assert_eq!(report.notes.len(), 1);

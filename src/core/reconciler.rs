@@ -155,6 +155,40 @@ pub struct Report<S> {
     /// Look again sooner than the poll interval (a long operation is being tracked).
     pub requeue_after: Option<Duration>,
     pub notes: Vec<Note>,
+    /// What bosun is about to do (or held back), for platforms on the plan seam.
+    pub plan: crate::core::plan::PlanView,
+}
+
+impl<S> Report<S> {
+    /// Stuck until something changes (the spec, the platform, a reconcile request).
+    pub fn stalled(status: S, notes: Vec<Note>, reason: Reason, message: String) -> Self {
+        Report {
+            status,
+            readiness: Readiness::not_ready(reason, message.clone()),
+            sync: SyncState::Stalled { reason, message },
+            requeue_after: None,
+            notes,
+            plan: Default::default(),
+        }
+    }
+
+    /// Under way: look again after `after`.
+    pub fn progressing(
+        status: S,
+        notes: Vec<Note>,
+        reason: Reason,
+        message: String,
+        after: Duration,
+    ) -> Self {
+        Report {
+            status,
+            readiness: Readiness::not_ready(reason, message.clone()),
+            sync: SyncState::Progressing { reason, message },
+            requeue_after: Some(after),
+            notes,
+            plan: Default::default(),
+        }
+    }
 }
 
 /// How cleanup ended.
@@ -450,6 +484,7 @@ fn failure_report<K: Managed>(previous: &K::Status, error: &ReconcileError) -> R
         sync,
         requeue_after: None,
         notes: Vec::new(),
+        plan: Default::default(),
     }
 }
 

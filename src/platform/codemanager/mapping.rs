@@ -4,12 +4,15 @@
 //! id without waiting; and reports the deployed commit (`deploy-signature`).
 
 use super::client::{
-    environment_name, CmError, CodeManager, DeployRequest, DeployState, DeploysStatus,
+    environment_name, CmError, CodeManager, DeployRequest, DeployResult, DeployState, DeploysStatus,
 };
 use crate::api::{GitRef, OperationStatus, StageStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::drivers::{CreateGuard, WorkspaceDriver, WorkspaceRequest};
 use crate::core::error::ReconcileError;
+use crate::core::plan::{
+    self, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
+};
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use async_trait::async_trait;
@@ -166,12 +169,392 @@ fn operation(id: Option<i64>, state: &str, generation: i64, now: Timestamp) -> O
     }
 }
 
-fn stalled(reason: Reason, message: String) -> (Readiness, SyncState, Option<Duration>) {
-    (
-        Readiness::not_ready(reason, message.clone()),
-        SyncState::Stalled { reason, message },
-        None,
-    )
+fn deploying(
+    status: WorkspaceStatus,
+    message: String,
+    notes: Vec<Note>,
+) -> Report<WorkspaceStatus> {
+    Report::progressing(status, notes, Reason::Deploying, message, DEPLOY_POLL)
+}
+
+/// What Code Manager showed for one Workspace's environment.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Every environment's deployed commit, recent deploys and file sync.
+    pub deploys: DeploysStatus,
+    /// The state of the deploy `status.operation` follows, by its id, while Code Manager
+    /// still keeps it (`deploy_ttl`).
+    pub in_flight: Option<DeployState>,
+    /// When the observation was made: deadlines are judged against it.
+    pub at: Timestamp,
+}
+
+/// The request a Code Manager step carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CmOp {
+    /// `POST /deploys` for one environment.
+    Deploy {
+        environment: String,
+        deploy_modules: bool,
+        generation: i64,
+        /// Code Manager's naming rules changed the branch name.
+        renamed: bool,
+        at: Timestamp,
+    },
+    /// Follows a deploy until it ends: later reconciles read its status by id.
+    Await,
+}
+
+fn in_flight(operation: Option<&OperationStatus>) -> Option<&OperationStatus> {
+    operation.filter(|o| o.kind == DEPLOY && !is_finished(&o.state))
+}
+
+fn deploy_id(op: &OperationStatus) -> Option<i64> {
+    op.id.as_deref().and_then(|i| i.parse::<i64>().ok())
+}
+
+fn await_step(env: &str, id: ObjectId, deadline: Duration) -> Step<CmOp> {
+    Step {
+        action: StepAction::Await,
+        target: Target {
+            kind: "deploy",
+            name: env.to_string(),
+            id,
+        },
+        changes: Vec::new(),
+        drift: false,
+        summary: format!("follow the deploy of environment {env} until file sync has it"),
+        deadline: Some(deadline),
+        op: CmOp::Await,
+    }
+}
+
+/// The plan for one Workspace (pure): follow the deploy in flight, or deploy the environment
+/// when `next_step` says so, and the status either way.
+pub fn plan_workspace(
+    request: &WorkspaceRequest<'_>,
+    observed: &Observed,
+) -> Result<Planned<CmOp, WorkspaceStatus>, ReconcileError> {
+    let (env, corrected) = environment_for(request)?;
+    let deploy_modules = request
+        .spec
+        .puppet_code_manager
+        .as_ref()
+        .map(|c| c.deploy_modules)
+        .unwrap_or(true);
+    let deploys = &observed.deploys;
+    let mut status = request.previous.clone();
+    let mut notes = Vec::new();
+    let mut plan = Plan::default();
+    status.external_id = Some(env.clone());
+    let signature = deploys.deployed(&env).map(|d| d.deploy_signature.clone());
+    status.stages = file_sync_stages(deploys, &env);
+
+    if let Some(op) = in_flight(status.operation.as_ref()).cloned() {
+        let state = match (&observed.in_flight, &signature) {
+            (Some(state), _) => state.clone(),
+            // The id expired (deploys are kept for `deploy_ttl`): judge by the deployed set.
+            (None, Some(_)) => DeployState::Synced,
+            (None, None) => DeployState::Failed,
+        };
+        let deadline = op
+            .deadline
+            .as_deref()
+            .and_then(|d| d.parse::<Timestamp>().ok());
+        let with_state = |state: &str| OperationStatus {
+            state: state.into(),
+            ..op.clone()
+        };
+        match state {
+            s if s.is_success() => {
+                status.operation = Some(with_state("synced"));
+                notes.push(Note::normal(
+                    Reason::Deployed,
+                    "Deploy",
+                    format!(
+                        "environment {env} deployed at {}",
+                        signature.clone().unwrap_or_default()
+                    ),
+                ));
+            }
+            DeployState::Failed => {
+                let message = failure_message(&env, failed_entry(deploys, &env, deploy_id(&op)));
+                status.operation = Some(with_state("failed"));
+                let report = Report::stalled(status, notes, Reason::DeployFailed, message);
+                return Ok(Planned { plan, report });
+            }
+            _ if deadline.is_some_and(|d| observed.at > d) => {
+                status.operation = Some(with_state("failed:timeout"));
+                let message = format!(
+                    "the deploy of {env} did not finish within {}",
+                    humantime::format_duration(DEPLOY_TIMEOUT)
+                );
+                let report = Report::stalled(status, notes, Reason::DeployTimeout, message);
+                return Ok(Planned { plan, report });
+            }
+            s => {
+                let message = format!(
+                    "deploy {} of environment {env} is {}",
+                    op.id.clone().unwrap_or_default(),
+                    s.as_str()
+                );
+                status.operation = Some(with_state(s.as_str()));
+                let left = deadline
+                    .and_then(|d| d.duration_since(observed.at).try_into().ok())
+                    .unwrap_or(DEPLOY_TIMEOUT);
+                plan.push(await_step(
+                    &env,
+                    ObjectId::Known(op.id.clone().unwrap_or_default()),
+                    left,
+                ));
+                let report = deploying(status, message, notes);
+                return Ok(Planned { plan, report });
+            }
+        }
+    }
+
+    let op_now = status.operation.clone();
+    match next_step(
+        op_now.as_ref(),
+        request.generation,
+        request.mode.requested,
+        signature.is_some(),
+    ) {
+        Next::Deploy => {
+            // Deploying again for a generation already deployed, unasked: the environment
+            // went missing at the platform.
+            let drift = request.is_drift()
+                && !request.mode.requested
+                && op_now
+                    .as_ref()
+                    .is_some_and(|o| o.generation == Some(request.generation));
+            let renamed = if corrected {
+                format!(" (branch name corrected to {env})")
+            } else {
+                String::new()
+            };
+            let wanted = request
+                .spec
+                .source
+                .commit
+                .clone()
+                .unwrap_or_else(|| format!("head of {env}"));
+            let deploy = plan.push(Step {
+                action: StepAction::Start,
+                target: Target {
+                    kind: "environment",
+                    name: env.clone(),
+                    id: ObjectId::Known(env.clone()),
+                },
+                changes: vec![Change::new(
+                    "status.deployedRevision",
+                    signature.clone(),
+                    Some(wanted),
+                )],
+                drift,
+                summary: format!("deploy environment {env}{renamed}"),
+                deadline: None,
+                op: CmOp::Deploy {
+                    environment: env.clone(),
+                    deploy_modules,
+                    generation: request.generation,
+                    renamed: corrected,
+                    at: observed.at,
+                },
+            });
+            plan.push(await_step(&env, ObjectId::FromStep(deploy), DEPLOY_TIMEOUT));
+        }
+        Next::Wait => {
+            let report = deploying(status, format!("deploying environment {env}"), notes);
+            return Ok(Planned { plan, report });
+        }
+        Next::Done => {}
+    }
+    let report = settled(request, &env, status, signature, deploys, notes);
+    Ok(Planned { plan, report })
+}
+
+/// The status when nothing is sent (pure): the deployed commit against the spec.
+fn settled(
+    request: &WorkspaceRequest<'_>,
+    env: &str,
+    mut status: WorkspaceStatus,
+    signature: Option<String>,
+    deploys: &DeploysStatus,
+    notes: Vec<Note>,
+) -> Report<WorkspaceStatus> {
+    if status
+        .operation
+        .as_ref()
+        .is_some_and(|o| o.state.starts_with("failed"))
+    {
+        let message = failure_message(env, failed_entry(deploys, env, None));
+        return Report::stalled(status, notes, Reason::DeployFailed, message);
+    }
+    status.deployed_revision = signature.clone();
+    let Some(signature) = signature else {
+        return Report {
+            status,
+            readiness: Readiness::not_ready(
+                Reason::NotDeployed,
+                format!("environment {env} is not deployed"),
+            ),
+            sync: SyncState::Synced,
+            requeue_after: None,
+            notes,
+            plan: Default::default(),
+        };
+    };
+    if let Some(commit) = request.spec.source.commit.as_deref() {
+        if !commit_matches(commit, &signature) {
+            let message = format!("environment {env} is deployed at {signature}, but spec.source.commit is {commit}: push that commit to the branch or fix the spec");
+            return Report::stalled(status, notes, Reason::RevisionMismatch, message);
+        }
+    }
+    Report {
+        status,
+        readiness: Readiness::ready(
+            Reason::Deployed,
+            format!("environment {env} is deployed at {signature}"),
+        ),
+        sync: if request.mode.observing() {
+            SyncState::Observing
+        } else {
+            SyncState::Synced
+        },
+        requeue_after: None,
+        notes,
+        plan: Default::default(),
+    }
+}
+
+/// What deleting a Workspace does (pure): Code Manager has no call that removes an
+/// environment, which follows the control repository's branches, so the plan is empty and an
+/// Event says so instead of pretending.
+pub fn deletion(request: &WorkspaceRequest<'_>) -> Result<Cleanup, ReconcileError> {
+    let (env, _) = environment_for(request)?;
+    Ok(Cleanup::Done(vec![Note::warning(
+        Reason::NotDeletedAtPlatform,
+        "Delete",
+        format!("Code Manager keeps environment {env} until its branch is deleted from the control repository"),
+    )]))
+}
+
+#[async_trait]
+impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for CodeManager {
+    type Answer = Option<DeployResult>;
+    type Op = CmOp;
+    type Observation = Observed;
+
+    async fn observe(&self, request: &WorkspaceRequest<'r>) -> Result<Observed, ReconcileError> {
+        // A spec that names no environment is refused before anything is read.
+        environment_for(request)?;
+        let at = Timestamp::now();
+        let deploys = self.status().await?;
+        let in_flight = match in_flight(request.previous.operation.as_ref()).and_then(deploy_id) {
+            Some(id) => self.status_of(id).await?.map(|s| s.status),
+            None => None,
+        };
+        Ok(Observed {
+            deploys,
+            in_flight,
+            at,
+        })
+    }
+
+    fn plan(
+        &self,
+        request: &WorkspaceRequest<'r>,
+        observed: &Observed,
+    ) -> Result<Planned<CmOp, WorkspaceStatus>, ReconcileError> {
+        plan_workspace(request, observed)
+    }
+
+    async fn execute(
+        &self,
+        step: &Step<CmOp>,
+        _answers: &[Option<DeployResult>],
+    ) -> Result<Option<DeployResult>, ReconcileError> {
+        match &step.op {
+            CmOp::Deploy {
+                environment,
+                deploy_modules,
+                ..
+            } => {
+                let results = self
+                    .deploy(&DeployRequest {
+                        environments: vec![environment.clone()],
+                        deploy_modules: Some(*deploy_modules),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(results.into_iter().find(|r| &r.environment == environment))
+            }
+            CmOp::Await => Ok(None),
+        }
+    }
+
+    fn answered_id(&self, answer: &Option<DeployResult>) -> Option<String> {
+        answer.as_ref().and_then(|r| r.id).map(|i| i.to_string())
+    }
+
+    fn answered(
+        &self,
+        report: &mut Report<WorkspaceStatus>,
+        step: &Step<CmOp>,
+        answer: &Option<DeployResult>,
+    ) -> Flow {
+        let CmOp::Deploy {
+            environment: env,
+            generation,
+            renamed,
+            at,
+            ..
+        } = &step.op
+        else {
+            return Flow::Stop;
+        };
+        let id = answer.as_ref().and_then(|r| r.id);
+        if let Some(error) = answer.as_ref().and_then(|r| r.error.as_ref()) {
+            report.status.operation = Some(operation(id, "failed", *generation, *at));
+            let message = failure_message(env, Some(error));
+            report.readiness = Readiness::not_ready(Reason::DeployFailed, message.clone());
+            report.sync = SyncState::Stalled {
+                reason: Reason::DeployFailed,
+                message,
+            };
+            report.requeue_after = None;
+            return Flow::Stop;
+        }
+        let state = answer
+            .as_ref()
+            .map(|r| r.status.as_str().to_string())
+            .unwrap_or_else(|| "new".into());
+        report.status.operation = Some(operation(id, &state, *generation, *at));
+        let renamed = if *renamed {
+            format!(" (branch name corrected to {env})")
+        } else {
+            String::new()
+        };
+        report.notes.push(Note::normal(
+            Reason::DeployQueued,
+            "Deploy",
+            format!(
+                "queued deploy {} of environment {env}{renamed}",
+                id.map(|i| i.to_string()).unwrap_or_default()
+            ),
+        ));
+        let progress = deploying(
+            report.status.clone(),
+            format!("deploy of environment {env} queued"),
+            Vec::new(),
+        );
+        report.readiness = progress.readiness;
+        report.sync = progress.sync;
+        report.requeue_after = progress.requeue_after;
+        // What follows is the await step, which later reconciles do.
+        Flow::Stop
+    }
 }
 
 #[async_trait]
@@ -179,269 +562,362 @@ impl WorkspaceDriver for CodeManager {
     async fn reconcile(
         &self,
         request: &WorkspaceRequest<'_>,
-        _guard: &dyn CreateGuard,
+        guard: &dyn CreateGuard,
     ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
-        let (env, corrected) = environment_for(request)?;
-        let act = request.mode.act();
-        let deploy_modules = request
-            .spec
-            .puppet_code_manager
-            .as_ref()
-            .map(|c| c.deploy_modules)
-            .unwrap_or(true);
-        let mut status = request.previous.clone();
-        let mut notes = Vec::new();
-        status.external_id = Some(env.clone());
-        let now = Timestamp::now();
-
-        let observed = self.status().await?;
-        let signature = observed.deployed(&env).map(|d| d.deploy_signature.clone());
-        status.stages = file_sync_stages(&observed, &env);
-        let previous_op = status.operation.clone();
-
-        // Follow a deploy in flight by its id.
-        if let Some(op) = previous_op
-            .as_ref()
-            .filter(|o| o.kind == DEPLOY && !is_finished(&o.state))
-        {
-            let id = op.id.as_deref().and_then(|i| i.parse::<i64>().ok());
-            let state = match id {
-                Some(id) => self.status_of(id).await?.map(|s| s.status),
-                None => None,
-            };
-            let state = match state {
-                Some(s) => s,
-                // The id expired (deploys are kept for `deploy_ttl`): judge by the deployed set.
-                None if signature.is_some() => DeployState::Synced,
-                None => DeployState::Failed,
-            };
-            let deadline_passed = op
-                .deadline
-                .as_deref()
-                .and_then(|d| d.parse::<Timestamp>().ok())
-                .is_some_and(|d| now > d);
-            match state {
-                s if s.is_success() => {
-                    status.operation = Some(OperationStatus {
-                        state: "synced".into(),
-                        ..op.clone()
-                    });
-                    notes.push(Note::normal(
-                        Reason::Deployed,
-                        "Deploy",
-                        format!(
-                            "environment {env} deployed at {}",
-                            signature.clone().unwrap_or_default()
-                        ),
-                    ));
-                }
-                DeployState::Failed => {
-                    let msg = failure_message(&env, failed_entry(&observed, &env, id));
-                    status.operation = Some(OperationStatus {
-                        state: "failed".into(),
-                        ..op.clone()
-                    });
-                    let (readiness, sync, _) = stalled(Reason::DeployFailed, msg);
-                    return Ok(Report {
-                        status,
-                        readiness,
-                        sync,
-                        requeue_after: None,
-                        notes,
-                    });
-                }
-                _ if deadline_passed => {
-                    status.operation = Some(OperationStatus {
-                        state: "failed:timeout".into(),
-                        ..op.clone()
-                    });
-                    let (readiness, sync, _) = stalled(
-                        Reason::DeployTimeout,
-                        format!(
-                            "the deploy of {env} did not finish within {}",
-                            humantime::format_duration(DEPLOY_TIMEOUT)
-                        ),
-                    );
-                    return Ok(Report {
-                        status,
-                        readiness,
-                        sync,
-                        requeue_after: None,
-                        notes,
-                    });
-                }
-                s => {
-                    let msg = format!(
-                        "deploy {} of environment {env} is {}",
-                        op.id.clone().unwrap_or_default(),
-                        s.as_str()
-                    );
-                    status.operation = Some(OperationStatus {
-                        state: s.as_str().to_string(),
-                        ..op.clone()
-                    });
-                    return Ok(Report {
-                        status,
-                        readiness: Readiness::not_ready(Reason::Deploying, msg.clone()),
-                        sync: SyncState::Progressing {
-                            reason: Reason::Deploying,
-                            message: msg,
-                        },
-                        requeue_after: Some(DEPLOY_POLL),
-                        notes,
-                    });
-                }
-            }
-        }
-
-        let op_now = status.operation.clone();
-        match next_step(
-            op_now.as_ref(),
-            request.generation,
-            request.mode.requested,
-            signature.is_some(),
-        ) {
-            Next::Deploy if act => {
-                let results = self
-                    .deploy(&DeployRequest {
-                        environments: vec![env.clone()],
-                        deploy_modules: Some(deploy_modules),
-                        ..Default::default()
-                    })
-                    .await?;
-                let result = results.into_iter().find(|r| r.environment == env);
-                let id = result.as_ref().and_then(|r| r.id);
-                if let Some(error) = result.as_ref().and_then(|r| r.error.clone()) {
-                    status.operation = Some(operation(id, "failed", request.generation, now));
-                    let (readiness, sync, _) =
-                        stalled(Reason::DeployFailed, failure_message(&env, Some(&error)));
-                    return Ok(Report {
-                        status,
-                        readiness,
-                        sync,
-                        requeue_after: None,
-                        notes,
-                    });
-                }
-                let state = result
-                    .map(|r| r.status.as_str().to_string())
-                    .unwrap_or_else(|| "new".into());
-                status.operation = Some(operation(id, &state, request.generation, now));
-                let renamed = if corrected {
-                    format!(" (branch name corrected to {env})")
-                } else {
-                    String::new()
-                };
-                notes.push(Note::normal(
-                    Reason::DeployQueued,
-                    "Deploy",
-                    format!(
-                        "queued deploy {} of environment {env}{renamed}",
-                        id.map(|i| i.to_string()).unwrap_or_default()
-                    ),
-                ));
-                let msg = format!("deploy of environment {env} queued");
-                return Ok(Report {
-                    status,
-                    readiness: Readiness::not_ready(Reason::Deploying, msg.clone()),
-                    sync: SyncState::Progressing {
-                        reason: Reason::Deploying,
-                        message: msg,
-                    },
-                    requeue_after: Some(DEPLOY_POLL),
-                    notes,
-                });
-            }
-            Next::Wait => {
-                return Ok(Report {
-                    status,
-                    readiness: Readiness::not_ready(
-                        Reason::Deploying,
-                        format!("deploying environment {env}"),
-                    ),
-                    sync: SyncState::Progressing {
-                        reason: Reason::Deploying,
-                        message: format!("deploying environment {env}"),
-                    },
-                    requeue_after: Some(DEPLOY_POLL),
-                    notes,
-                });
-            }
-            _ => {}
-        }
-
-        if op_now
-            .as_ref()
-            .is_some_and(|o| o.state.starts_with("failed"))
-        {
-            let msg = failure_message(&env, failed_entry(&observed, &env, None));
-            let (readiness, sync, _) = stalled(Reason::DeployFailed, msg);
-            return Ok(Report {
-                status,
-                readiness,
-                sync,
-                requeue_after: None,
-                notes,
-            });
-        }
-        status.deployed_revision = signature.clone();
-        let Some(signature) = signature else {
-            let msg = format!("environment {env} is not deployed");
-            return Ok(Report {
-                status,
-                readiness: Readiness::not_ready(Reason::NotDeployed, msg),
-                sync: SyncState::Synced,
-                requeue_after: None,
-                notes,
-            });
-        };
-        if let Some(commit) = request.spec.source.commit.as_deref() {
-            if !commit_matches(commit, &signature) {
-                let (readiness, sync, _) = stalled(
-                    Reason::RevisionMismatch,
-                    format!("environment {env} is deployed at {signature}, but spec.source.commit is {commit}: push that commit to the branch or fix the spec"),
-                );
-                return Ok(Report {
-                    status,
-                    readiness,
-                    sync,
-                    requeue_after: None,
-                    notes,
-                });
-            }
-        }
-        let sync = if request.mode.observing() {
-            SyncState::Observing
-        } else {
-            SyncState::Synced
-        };
-        Ok(Report {
-            status,
-            readiness: Readiness::ready(
-                Reason::Deployed,
-                format!("environment {env} is deployed at {signature}"),
-            ),
-            sync,
-            requeue_after: None,
-            notes,
-        })
+        plan::reconcile(self, request, request.mode, guard).await
     }
 
     async fn delete(&self, request: &WorkspaceRequest<'_>) -> Result<Cleanup, ReconcileError> {
-        let (env, _) = environment_for(request)?;
-        // Code Manager has no call that removes an environment: it follows the control
-        // repository's branches. Say so instead of pretending.
-        Ok(Cleanup::Done(vec![Note::warning(
-            Reason::NotDeletedAtPlatform,
-            "Delete",
-            format!("Code Manager keeps environment {env} until its branch is deleted from the control repository"),
-        )]))
+        deletion(request)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::WorkspaceSpec;
+    use crate::core::plan::Hold;
+    use crate::core::reconciler::Mode;
+    use crate::platform::codemanager::wire::Deployed;
+
+    /// One row of a plan table: the observation and request, and the steps expected as
+    /// (action, object kind, object id as shown, drift, changed fields).
+    struct Row {
+        case: &'static str,
+        spec: serde_json::Value,
+        previous: WorkspaceStatus,
+        generation: i64,
+        requested: bool,
+        deployed: Option<&'static str>,
+        in_flight: Option<DeployState>,
+        steps: Vec<(
+            StepAction,
+            &'static str,
+            &'static str,
+            bool,
+            Vec<&'static str>,
+        )>,
+        reason: Reason,
+    }
+
+    fn spec(extra: serde_json::Value) -> WorkspaceSpec {
+        let mut base = serde_json::json!({
+            "providerRef": {"name": "pe"},
+            "source": {"repository": "git@example.com:control.git", "branch": "production"}
+        });
+        if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                if k == "source" {
+                    for (sk, sv) in v.as_object().unwrap() {
+                        b["source"][sk] = sv.clone();
+                    }
+                } else {
+                    b.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn deploys(deployed: Option<&str>) -> DeploysStatus {
+        DeploysStatus {
+            deployed: deployed
+                .map(|sig| Deployed {
+                    environment: "production".into(),
+                    date: "2026-12-01T00:00:00Z".into(),
+                    deploy_signature: sig.into(),
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn status(op: Option<OperationStatus>, observed_generation: Option<i64>) -> WorkspaceStatus {
+        WorkspaceStatus {
+            operation: op,
+            observed_generation,
+            ..Default::default()
+        }
+    }
+
+    fn in_flight_op(id: &str, deadline: Timestamp) -> OperationStatus {
+        OperationStatus {
+            id: Some(id.into()),
+            deadline: Some(deadline.to_string()),
+            ..op("queued", 1)
+        }
+    }
+
+    fn request<'a>(
+        spec: &'a WorkspaceSpec,
+        previous: &'a WorkspaceStatus,
+        generation: i64,
+        mode: Mode,
+    ) -> WorkspaceRequest<'a> {
+        WorkspaceRequest {
+            key: "team/shop".into(),
+            external_name: "team-shop".into(),
+            spec,
+            env: Default::default(),
+            previous,
+            generation,
+            observed_generation: previous.observed_generation,
+            mode: mode.governed_by(spec.management_policy),
+            create_pending: false,
+            poll_interval: None,
+        }
+    }
+
+    fn plan_of(row: &Row, at: Timestamp, hold: Option<Hold>) -> Planned<CmOp, WorkspaceStatus> {
+        let spec = spec(row.spec.clone());
+        let mode = Mode {
+            hold,
+            requested: row.requested,
+        };
+        let request = request(&spec, &row.previous, row.generation, mode);
+        let observed = Observed {
+            deploys: deploys(row.deployed),
+            in_flight: row.in_flight.clone(),
+            at,
+        };
+        plan_workspace(&request, &observed).unwrap()
+    }
+
+    fn shown(plan: &Plan<CmOp>) -> Vec<(StepAction, &'static str, String, bool, Vec<String>)> {
+        plan.view()
+            .steps
+            .into_iter()
+            .zip(&plan.steps)
+            .map(|(v, s)| {
+                let id = match (v.object.id, v.object.id_from_step) {
+                    (Some(id), _) => id,
+                    (None, Some(n)) => format!("<step {n}>"),
+                    (None, None) => "<new>".into(),
+                };
+                let fields = v.changes.into_iter().map(|c| c.field).collect();
+                (v.action, s.target.kind, id, v.drift, fields)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_table() {
+        use StepAction::{Await, Start};
+        let at: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
+        let later = at + SignedDuration::from_mins(5);
+        let earlier = at - SignedDuration::from_mins(1);
+        let rev = "status.deployedRevision";
+        let deploy_and_await = || {
+            vec![
+                (Start, "environment", "production", false, vec![rev]),
+                (Await, "deploy", "<step 1>", false, vec![]),
+            ]
+        };
+        let rows = vec![
+            Row {
+                case: "create: a new Workspace deploys its environment, then follows the deploy",
+                spec: serde_json::json!({}),
+                previous: WorkspaceStatus::default(),
+                generation: 1,
+                requested: false,
+                deployed: None,
+                in_flight: None,
+                steps: deploy_and_await(),
+                reason: Reason::NotDeployed,
+            },
+            Row {
+                case: "spec update: a new generation deploys again",
+                spec: serde_json::json!({"source": {"commit": "bbb"}}),
+                previous: status(Some(op("synced", 1)), Some(1)),
+                generation: 2,
+                requested: false,
+                deployed: Some("aaa"),
+                in_flight: None,
+                steps: deploy_and_await(),
+                reason: Reason::RevisionMismatch,
+            },
+            Row {
+                case: "drift: the environment vanished while the spec stayed",
+                spec: serde_json::json!({}),
+                previous: status(Some(op("synced", 1)), Some(1)),
+                generation: 1,
+                requested: false,
+                deployed: None,
+                in_flight: None,
+                steps: vec![
+                    (Start, "environment", "production", true, vec![rev]),
+                    (Await, "deploy", "<step 1>", false, vec![]),
+                ],
+                reason: Reason::NotDeployed,
+            },
+            Row {
+                case: "adoption: an environment deployed by hand is deployed once to the spec",
+                spec: serde_json::json!({}),
+                previous: WorkspaceStatus::default(),
+                generation: 1,
+                requested: false,
+                deployed: Some("aaa"),
+                in_flight: None,
+                steps: deploy_and_await(),
+                reason: Reason::Deployed,
+            },
+            Row {
+                case: "in sync: nothing to do",
+                spec: serde_json::json!({}),
+                previous: status(Some(op("synced", 1)), Some(1)),
+                generation: 1,
+                requested: false,
+                deployed: Some("aaa"),
+                in_flight: None,
+                steps: vec![],
+                reason: Reason::Deployed,
+            },
+            Row {
+                case: "requested: a reconcile request deploys again",
+                spec: serde_json::json!({}),
+                previous: status(Some(op("synced", 1)), Some(1)),
+                generation: 1,
+                requested: true,
+                deployed: Some("aaa"),
+                in_flight: None,
+                steps: deploy_and_await(),
+                reason: Reason::Deployed,
+            },
+            Row {
+                case: "long operation in flight: only the await step, with the time left",
+                spec: serde_json::json!({}),
+                previous: status(Some(in_flight_op("42", later)), Some(1)),
+                generation: 1,
+                requested: false,
+                deployed: None,
+                in_flight: Some(DeployState::Deploying),
+                steps: vec![(Await, "deploy", "42", false, vec![])],
+                reason: Reason::Deploying,
+            },
+            Row {
+                case: "failed long operation: no step, Stalled",
+                spec: serde_json::json!({}),
+                previous: status(Some(in_flight_op("42", later)), Some(1)),
+                generation: 1,
+                requested: false,
+                deployed: None,
+                in_flight: Some(DeployState::Failed),
+                steps: vec![],
+                reason: Reason::DeployFailed,
+            },
+            Row {
+                case: "long operation past its deadline: no step, Stalled",
+                spec: serde_json::json!({}),
+                previous: status(Some(in_flight_op("42", earlier)), Some(1)),
+                generation: 1,
+                requested: false,
+                deployed: None,
+                in_flight: Some(DeployState::Deploying),
+                steps: vec![],
+                reason: Reason::DeployTimeout,
+            },
+            Row {
+                case: "a failed deploy of this generation is not retried unasked",
+                spec: serde_json::json!({}),
+                previous: status(Some(op("failed", 1)), Some(1)),
+                generation: 1,
+                requested: false,
+                deployed: None,
+                in_flight: None,
+                steps: vec![],
+                reason: Reason::DeployFailed,
+            },
+        ];
+        for row in &rows {
+            let planned = plan_of(row, at, None);
+            let want: Vec<_> = row
+                .steps
+                .iter()
+                .map(|(a, k, id, d, f)| {
+                    (
+                        *a,
+                        *k,
+                        id.to_string(),
+                        *d,
+                        f.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            assert_eq!(shown(&planned.plan), want, "{}", row.case);
+            assert_eq!(planned.report.readiness.reason, row.reason, "{}", row.case);
+        }
+        // The time left on a deploy in flight is its deadline.
+        let in_flight = plan_of(&rows[6], at, None);
+        assert_eq!(
+            in_flight.plan.steps[0].deadline,
+            Some(Duration::from_secs(300))
+        );
+        // A spec update shows the deployed commit going to the one the spec names.
+        let update = plan_of(&rows[1], at, None);
+        assert_eq!(
+            update.plan.steps[0].changes,
+            vec![Change::new(rev, Some("aaa".into()), Some("bbb".into()))]
+        );
+    }
+
+    /// Observe: the funnel shows and sends nothing; status reports the environment as it is.
+    #[tokio::test]
+    async fn an_observed_environment_gets_an_empty_plan_and_is_reported() {
+        struct NoGuard;
+        #[async_trait]
+        impl CreateGuard for NoGuard {
+            async fn before_create(&self) -> Result<(), ReconcileError> {
+                panic!("no create on Code Manager")
+            }
+            async fn created(&self, _: &str) -> Result<(), ReconcileError> {
+                panic!("no create on Code Manager")
+            }
+            async fn save_operation(&self, _: &OperationStatus) -> Result<(), ReconcileError> {
+                Ok(())
+            }
+        }
+        let row = Row {
+            case: "observe",
+            spec: serde_json::json!({"managementPolicy": "Observe"}),
+            previous: WorkspaceStatus::default(),
+            generation: 1,
+            requested: false,
+            deployed: Some("aaa"),
+            in_flight: None,
+            steps: vec![],
+            reason: Reason::Deployed,
+        };
+        let at = Timestamp::now();
+        let planned = plan_of(&row, at, None);
+        // Never called: a held plan sends nothing.
+        let client =
+            super::super::client::tests::client("https://pe.invalid:8170/code-manager", "token");
+        let mode = Mode {
+            hold: Some(Hold::Observe),
+            requested: false,
+        };
+        let report = plan::funnel::<WorkspaceRequest<'_>, _, _>(&client, planned, mode, &NoGuard)
+            .await
+            .unwrap();
+        assert!(report.plan.is_empty());
+        assert_eq!(report.sync, SyncState::Observing);
+        assert_eq!(report.status.deployed_revision.as_deref(), Some("aaa"));
+    }
+
+    #[test]
+    fn deleting_plans_nothing_and_says_why() {
+        let spec = spec(serde_json::json!({}));
+        let previous = WorkspaceStatus::default();
+        match deletion(&request(&spec, &previous, 1, Mode::SEND)).unwrap() {
+            Cleanup::Done(notes) => {
+                assert_eq!(notes.len(), 1);
+                assert_eq!(notes[0].reason, Reason::NotDeletedAtPlatform);
+                assert!(notes[0].message.contains("production"));
+            }
+            Cleanup::InProgress(..) => panic!("nothing to wait for"),
+        }
+    }
 
     fn op(state: &str, generation: i64) -> OperationStatus {
         OperationStatus {

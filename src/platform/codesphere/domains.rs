@@ -135,6 +135,7 @@ impl DomainDriver for Codesphere {
                     },
                     requeue_after: None,
                     notes,
+                    plan: Default::default(),
                 });
             }
         };
@@ -211,6 +212,7 @@ impl DomainDriver for Codesphere {
                 },
                 requeue_after: Some(VERIFY_POLL),
                 notes,
+                plan: Default::default(),
             });
         }
         let certificate = if domain.certificate_request_status.issued {
@@ -231,6 +233,7 @@ impl DomainDriver for Codesphere {
             },
             requeue_after: None,
             notes,
+            plan: Default::default(),
         })
     }
 

@@ -1031,6 +1031,7 @@ impl WorkspaceDriver for Codesphere {
                     },
                     requeue_after: None,
                     notes,
+                    plan: Default::default(),
                 });
             }
             gone_or_absent @ (Located::Absent | Located::Gone(_)) => {
@@ -1074,6 +1075,7 @@ impl WorkspaceDriver for Codesphere {
                     },
                     requeue_after: Some(STAGE_POLL),
                     notes,
+                    plan: Default::default(),
                 });
             }
         };
@@ -1123,6 +1125,7 @@ impl WorkspaceDriver for Codesphere {
                 sync,
                 requeue_after: requeue,
                 notes,
+                plan: Default::default(),
             });
         }
 
@@ -1144,6 +1147,7 @@ impl WorkspaceDriver for Codesphere {
                 },
                 requeue_after: None,
                 notes,
+                plan: Default::default(),
             });
         }
 
@@ -1175,6 +1179,7 @@ impl WorkspaceDriver for Codesphere {
                     sync,
                     requeue_after,
                     notes,
+                    plan: Default::default(),
                 });
             }
 
@@ -1230,6 +1235,7 @@ impl WorkspaceDriver for Codesphere {
             sync,
             requeue_after: requeue,
             notes,
+            plan: Default::default(),
         })
     }
 
@@ -1330,6 +1336,7 @@ impl ServiceScaleDriver for Codesphere {
                 sync: SyncState::Synced,
                 requeue_after: None,
                 notes: Vec::new(),
+                plan: Default::default(),
             });
         }
         if !request.mode.act() {
@@ -1345,6 +1352,7 @@ impl ServiceScaleDriver for Codesphere {
                 sync: SyncState::Synced,
                 requeue_after: None,
                 notes: Vec::new(),
+                plan: Default::default(),
             });
         }
         let counts = BTreeMap::from([(request.service.to_string(), request.replicas)]);
@@ -1373,6 +1381,7 @@ impl ServiceScaleDriver for Codesphere {
             },
             requeue_after: Some(STAGE_POLL),
             notes: vec![note],
+            plan: Default::default(),
         })
     }
 }

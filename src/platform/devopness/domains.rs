@@ -120,6 +120,7 @@ fn report(
         sync,
         requeue_after,
         notes,
+        plan: Default::default(),
     }
 }
 

@@ -215,30 +215,7 @@ fn progressing(
     reason: Reason,
     message: String,
 ) -> Report<WorkspaceStatus> {
-    Report {
-        status,
-        readiness: Readiness::not_ready(reason, message.clone()),
-        sync: SyncState::Progressing { reason, message },
-        requeue_after: Some(ACTION_POLL),
-        notes,
-    }
-}
-
-fn deploy_failed(
-    status: WorkspaceStatus,
-    notes: Vec<Note>,
-    msg: String,
-) -> Report<WorkspaceStatus> {
-    Report {
-        status,
-        readiness: Readiness::not_ready(Reason::DeployFailed, msg.clone()),
-        sync: SyncState::Stalled {
-            reason: Reason::DeployFailed,
-            message: msg,
-        },
-        requeue_after: None,
-        notes,
-    }
+    Report::progressing(status, notes, reason, message, ACTION_POLL)
 }
 
 /// How many builds Devopness keeps (and so can roll back to) unless the application says.
@@ -335,9 +312,10 @@ impl Devopness {
                     ..op
                 });
                 let msg = format!("deployment action {id} failed: {why}");
-                Ok(Some(deploy_failed(
+                Ok(Some(Report::stalled(
                     status.clone(),
                     std::mem::take(notes),
+                    Reason::DeployFailed,
                     msg,
                 )))
             }
@@ -588,7 +566,7 @@ impl WorkspaceDriver for Devopness {
             || vars_changed;
         if failed_here && !request.mode.requested && !vars_changed {
             let msg = "the last deployment of this generation failed; change the spec or set bosun.dev/reconcile-requested-at to retry".to_string();
-            return Ok(deploy_failed(status, notes, msg));
+            return Ok(Report::stalled(status, notes, Reason::DeployFailed, msg));
         }
         if wants_deploy && act {
             let latest = app
@@ -667,6 +645,7 @@ impl WorkspaceDriver for Devopness {
             },
             requeue_after: None,
             notes,
+            plan: Default::default(),
         })
     }
 

@@ -168,6 +168,7 @@ fn report(
         sync,
         requeue_after,
         notes,
+        plan: Default::default(),
     }
 }
 

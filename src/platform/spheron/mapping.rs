@@ -859,32 +859,6 @@ pub fn plan_service_scale(
 // ---------------------------------------------------------------------------------------------
 // Reports.
 
-fn progressing(
-    status: WorkspaceStatus,
-    notes: Vec<Note>,
-    reason: Reason,
-    message: String,
-    after: Duration,
-) -> Report<WorkspaceStatus> {
-    Report {
-        status,
-        readiness: Readiness::not_ready(reason, message.clone()),
-        sync: SyncState::Progressing { reason, message },
-        requeue_after: Some(after),
-        notes,
-    }
-}
-
-fn stalled<S>(status: S, notes: Vec<Note>, reason: Reason, message: String) -> Report<S> {
-    Report {
-        status,
-        readiness: Readiness::not_ready(reason, message.clone()),
-        sync: SyncState::Stalled { reason, message },
-        requeue_after: None,
-        notes,
-    }
-}
-
 fn settled<S>(status: S, notes: Vec<Note>, readiness: Readiness, observe_only: bool) -> Report<S> {
     Report {
         status,
@@ -896,6 +870,7 @@ fn settled<S>(status: S, notes: Vec<Note>, readiness: Readiness, observe_only: b
         },
         requeue_after: None,
         notes,
+        plan: Default::default(),
     }
 }
 
@@ -924,6 +899,7 @@ fn not_found(
         },
         requeue_after: None,
         notes,
+        plan: Default::default(),
     }
 }
 
@@ -1362,7 +1338,7 @@ impl SpheronClient {
                     "deployment {id} did not finish within {} minutes; set bosun.dev/reconcile-requested-at to cancel it and deploy again",
                     DEPLOY_DEADLINE.as_secs() / 60
                 );
-                return Ok(stalled(
+                return Ok(Report::stalled(
                     status,
                     notes,
                     Reason::DeploymentDeadlineExceeded,
@@ -1374,7 +1350,7 @@ impl SpheronClient {
         let dep_id = op.as_ref().and_then(|o| o.id.clone()).unwrap_or_default();
         let dep_state = op.as_ref().map(|o| o.state.clone()).unwrap_or_default();
         match step {
-            SiteStep::Wait => Ok(progressing(
+            SiteStep::Wait => Ok(Report::progressing(
                 status,
                 notes,
                 Reason::Deploying,
@@ -1395,7 +1371,7 @@ impl SpheronClient {
                         format!("Spheron deployment {dep_id} waits for authorization: the repository's owner must authorize it in the Spheron dashboard"),
                     ));
                 }
-                Ok(progressing(
+                Ok(Report::progressing(
                     status,
                     notes,
                     Reason::AuthorizationNeeded,
@@ -1416,7 +1392,12 @@ impl SpheronClient {
                     "deployment {dep_id} of {} ended {state} ({why}); change the spec or set bosun.dev/reconcile-requested-at to deploy again",
                     desired.git_ref
                 );
-                Ok(stalled(status, notes, failure_reason_code(&state), msg))
+                Ok(Report::stalled(
+                    status,
+                    notes,
+                    failure_reason_code(&state),
+                    msg,
+                ))
             }
             SiteStep::Done => {
                 let url = status.url.clone().unwrap_or_default();
@@ -1465,7 +1446,7 @@ impl SpheronClient {
                         started.deployment_id
                     ),
                 ));
-                Ok(progressing(
+                Ok(Report::progressing(
                     status,
                     notes,
                     Reason::Deploying,
@@ -1499,7 +1480,7 @@ impl SpheronClient {
                         started.deployment_id, desired.git_ref, project.id
                     ),
                 ));
-                Ok(progressing(
+                Ok(Report::progressing(
                     status,
                     notes,
                     Reason::Deploying,
@@ -1555,7 +1536,7 @@ impl SpheronClient {
                 desired.repository, started.deployment_id, desired.git_ref
             ),
         ));
-        Ok(progressing(
+        Ok(Report::progressing(
             status,
             notes,
             Reason::Deploying,
@@ -1833,7 +1814,7 @@ impl SpheronClient {
                         instance.id,
                         DEPLOY_DEADLINE.as_secs() / 60
                     );
-                    return Ok(stalled(
+                    return Ok(Report::stalled(
                         status,
                         notes,
                         Reason::DeploymentDeadlineExceeded,
@@ -1848,7 +1829,7 @@ impl SpheronClient {
                 } else {
                     format!("a deployment of compute instance {} started outside bosun ({n_id}) is {n_state}; waiting for it to end", instance.id)
                 };
-                return Ok(progressing(
+                return Ok(Report::progressing(
                     status,
                     notes,
                     Reason::Deploying,
@@ -1866,7 +1847,7 @@ impl SpheronClient {
                     n.map(|n| n.id.clone()).unwrap_or_default(),
                     instance.id
                 );
-                return Ok(stalled(status, notes, Reason::DeployFailed, msg));
+                return Ok(Report::stalled(status, notes, Reason::DeployFailed, msg));
             }
             ComputeStep::Converge => {}
         }
@@ -1994,7 +1975,7 @@ impl SpheronClient {
             );
             notes.extend(update_notes(&instance.id, &differences, drift));
         }
-        Ok(progressing(
+        Ok(Report::progressing(
             status,
             notes,
             Reason::Deploying,
@@ -2052,7 +2033,7 @@ impl SpheronClient {
                 created.compute_instance_id, desired.replicas
             ),
         ));
-        Ok(progressing(
+        Ok(Report::progressing(
             status,
             notes,
             Reason::Deploying,
@@ -2265,6 +2246,7 @@ impl ServiceScaleDriver for SpheronClient {
                     },
                     requeue_after: Some(DEPLOY_POLL),
                     notes: Vec::new(),
+                    plan: Default::default(),
                 });
             }
             ScaleView::Running {
@@ -2285,6 +2267,7 @@ impl ServiceScaleDriver for SpheronClient {
                     sync: SyncState::Synced,
                     requeue_after: None,
                     notes: Vec::new(),
+                    plan: Default::default(),
                 })
             }
             ScalePlan::Scale { observed, .. } if !request.mode.act() => {
@@ -2301,6 +2284,7 @@ impl ServiceScaleDriver for SpheronClient {
                     sync: SyncState::Synced,
                     requeue_after: None,
                     notes: Vec::new(),
+                    plan: Default::default(),
                 })
             }
             ScalePlan::Scale { observed, services } => {
@@ -2347,6 +2331,7 @@ impl ServiceScaleDriver for SpheronClient {
                     },
                     requeue_after: Some(DEPLOY_POLL),
                     notes: vec![note],
+                    plan: Default::default(),
                 })
             }
         }
