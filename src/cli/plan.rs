@@ -902,6 +902,111 @@ mod tests {
         assert_eq!(edited["metadata"]["annotations"]["a"], "b");
     }
 
+    /// Every field path of a JSON value, arrays as `[]`.
+    fn paths(value: &Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if !v.is_array() && !v.is_object() {
+                        out.insert(path.clone());
+                    }
+                    paths(v, &path, out);
+                }
+            }
+            Value::Array(items) => {
+                let path = format!("{prefix}[]");
+                if !items.is_empty() && items.iter().all(|i| !i.is_object()) {
+                    out.insert(path.clone());
+                }
+                for item in items {
+                    paths(item, &path, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_json_form_is_the_documented_one() {
+        use crate::core::plan::{self as seam, Change, ObjectId, Step, StepAction, Target};
+        // A plan with every optional field present, from the same code `bosun plan` runs.
+        let mut steps = seam::Plan::default();
+        let start = steps.push(Step {
+            action: StepAction::Start,
+            target: Target {
+                kind: "environment",
+                name: "production".into(),
+                id: ObjectId::Known("production".into()),
+            },
+            changes: vec![Change::new("f", Some("a".into()), Some("b".into()))],
+            drift: true,
+            summary: "deploy".into(),
+            deadline: None,
+            op: (),
+        });
+        steps.push(Step {
+            action: StepAction::Await,
+            target: Target {
+                kind: "deploy",
+                name: "production".into(),
+                id: ObjectId::FromStep(start),
+            },
+            changes: Vec::new(),
+            drift: false,
+            summary: "follow".into(),
+            deadline: Some(std::time::Duration::from_secs(900)),
+            op: (),
+        });
+        let mut with_steps = report(SyncState::Synced, vec![Note::drift("f", "a", "b")]);
+        with_steps.plan = steps.view();
+        let plan = Plan {
+            objects: vec![
+                judge(
+                    "Workspace",
+                    Some("ns".into()),
+                    "w".into(),
+                    Ok(with_steps),
+                    vec![],
+                ),
+                judge::<()>(
+                    "Workspace",
+                    Some("ns".into()),
+                    "v".into(),
+                    Ok(report(SyncState::Synced, vec![])),
+                    vec![call("PATCH")],
+                ),
+            ],
+        };
+        let json = serde_json::to_value(&plan).unwrap();
+        let mut produced = std::collections::BTreeSet::new();
+        paths(&json, "", &mut produced);
+        // Containers are documented by their own row too.
+        produced.extend(["objects[]", "objects[].steps[]", "objects[].calls[]"].map(String::from));
+
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/plan.md")).unwrap();
+        let table = doc
+            .split("<!-- plan-json-schema -->")
+            .nth(1)
+            .and_then(|t| t.split("<!-- /plan-json-schema -->").next())
+            .expect("docs/plan.md has the schema table");
+        let documented: std::collections::BTreeSet<String> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            produced, documented,
+            "docs/plan.md's JSON table and `bosun plan -o json` differ"
+        );
+    }
+
     #[test]
     fn outcomes_follow_writes_then_errors_then_state() {
         let o = judge::<()>(
