@@ -172,6 +172,22 @@ impl<S> Report<S> {
         }
     }
 
+    /// Nothing (more) to send: the object is as the spec asks, or as Observe sees it.
+    pub fn settled(status: S, notes: Vec<Note>, readiness: Readiness, observing: bool) -> Self {
+        Report {
+            status,
+            readiness,
+            sync: if observing {
+                SyncState::Observing
+            } else {
+                SyncState::Synced
+            },
+            requeue_after: None,
+            notes,
+            plan: Default::default(),
+        }
+    }
+
     /// Under way: look again after `after`.
     pub fn progressing(
         status: S,

@@ -220,21 +220,16 @@ impl DomainDriver for Codesphere {
         } else {
             "certificate pending"
         };
-        Ok(Report {
+        let readiness = Readiness::ready(
+            Reason::Available,
+            format!("{} is verified, {certificate}", request.domain),
+        );
+        Ok(Report::settled(
             status,
-            readiness: Readiness::ready(
-                Reason::Available,
-                format!("{} is verified, {certificate}", request.domain),
-            ),
-            sync: if request.mode.observing() {
-                SyncState::Observing
-            } else {
-                SyncState::Synced
-            },
-            requeue_after: None,
             notes,
-            plan: Default::default(),
-        })
+            readiness,
+            request.mode.observing(),
+        ))
     }
 
     async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError> {

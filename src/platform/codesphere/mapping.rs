@@ -1134,21 +1134,11 @@ impl WorkspaceDriver for Codesphere {
         // when something may have changed, or every `DEEP_CHECK_INTERVAL` (or the object's own poll interval).
         let env_print = env_fingerprint(&request.env);
         if !self.deep_checks.due(request, &status, ws.id, env_print) {
-            return Ok(Report {
-                status,
-                readiness: Readiness::ready(
-                    Reason::Available,
-                    format!("workspace {} matches the spec", ws.id),
-                ),
-                sync: if observe_only {
-                    SyncState::Observing
-                } else {
-                    SyncState::Synced
-                },
-                requeue_after: None,
-                notes,
-                plan: Default::default(),
-            });
+            let readiness = Readiness::ready(
+                Reason::Available,
+                format!("workspace {} matches the spec", ws.id),
+            );
+            return Ok(Report::settled(status, notes, readiness, observe_only));
         }
 
         // While a stage bosun started runs, with the same spec and the same variables as when

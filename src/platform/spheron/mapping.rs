@@ -859,21 +859,6 @@ pub fn plan_service_scale(
 // ---------------------------------------------------------------------------------------------
 // Reports.
 
-fn settled<S>(status: S, notes: Vec<Note>, readiness: Readiness, observe_only: bool) -> Report<S> {
-    Report {
-        status,
-        readiness,
-        sync: if observe_only {
-            SyncState::Observing
-        } else {
-            SyncState::Synced
-        },
-        requeue_after: None,
-        notes,
-        plan: Default::default(),
-    }
-}
-
 /// Nothing to observe and bosun may not create it (Observe, or paused before the create).
 fn not_found(
     status: WorkspaceStatus,
@@ -1213,7 +1198,7 @@ impl SpheronClient {
         if project.state == ProjectState::Archived {
             if !act {
                 let msg = format!("Spheron project {} is archived", project.id);
-                return Ok(settled(
+                return Ok(Report::settled(
                     status,
                     notes,
                     Readiness::not_ready(Reason::Archived, msg),
@@ -1401,7 +1386,7 @@ impl SpheronClient {
             }
             SiteStep::Done => {
                 let url = status.url.clone().unwrap_or_default();
-                Ok(settled(
+                Ok(Report::settled(
                     status,
                     notes,
                     Readiness::ready(
@@ -1419,7 +1404,7 @@ impl SpheronClient {
                     "Spheron project {} does not serve {} as the spec says",
                     project.id, desired.git_ref
                 );
-                Ok(settled(
+                Ok(Report::settled(
                     status,
                     notes,
                     Readiness::not_ready(Reason::NotDeployed, msg),
@@ -1773,7 +1758,7 @@ impl SpheronClient {
                     "compute instance {} runs the spec ({} replicas)",
                     instance.id, desired.replicas
                 );
-                return Ok(settled(
+                return Ok(Report::settled(
                     status,
                     notes,
                     Readiness::ready(Reason::Available, msg),
@@ -1898,7 +1883,7 @@ impl SpheronClient {
                 desired.replicas,
                 status.deployed_revision.clone().unwrap_or_default()
             );
-            return Ok(settled(
+            return Ok(Report::settled(
                 status,
                 notes,
                 Readiness::ready(Reason::Available, msg),
@@ -1916,7 +1901,7 @@ impl SpheronClient {
                     fields.join(", ")
                 )
             };
-            return Ok(settled(
+            return Ok(Report::settled(
                 status,
                 notes,
                 Readiness::not_ready(Reason::Differs, msg),
