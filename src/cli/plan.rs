@@ -947,6 +947,7 @@ mod tests {
             drift: true,
             summary: "deploy".into(),
             deadline: None,
+            record: None,
             op: (),
         });
         steps.push(Step {
@@ -960,6 +961,7 @@ mod tests {
             drift: false,
             summary: "follow".into(),
             deadline: Some(std::time::Duration::from_secs(900)),
+            record: None,
             op: (),
         });
         let mut with_steps = report(SyncState::Synced, vec![Note::drift("f", "a", "b")]);

@@ -7,6 +7,7 @@
 //! back (paused, `managementPolicy: Observe`, `bosun plan`), where creates are guarded against
 //! crashes, and where drift Events come from the steps marked as drift.
 
+use crate::api::OperationStatus;
 use crate::core::drivers::CreateGuard;
 use crate::core::error::ReconcileError;
 use crate::core::reconciler::{Mode, Note, Report};
@@ -109,6 +110,9 @@ pub struct Step<Op> {
     pub summary: String,
     /// How long a long operation may take before the object is reported Stalled.
     pub deadline: Option<Duration>,
+    /// `status.operation` to save before the step is sent: a non-idempotent call (a deploy)
+    /// that a crash interrupts is then recognised, never sent twice.
+    pub record: Option<OperationStatus>,
     pub op: Op,
 }
 
@@ -263,6 +267,10 @@ pub enum Hold {
 pub struct Planned<Op, S> {
     pub plan: Plan<Op>,
     pub report: Report<S>,
+    /// A platform object found by name to take over (after an interrupted create, or with
+    /// `adoptByName`): unless writes are held, its id is saved and the create-pending marker
+    /// cleared before any step is sent.
+    pub adopt: Option<String>,
 }
 
 /// After a step was sent: go on with the next, or stop here (the answer says the rest
@@ -343,7 +351,11 @@ where
     S: Send,
     P: PlanSeam<Request, S>,
 {
-    let Planned { plan, mut report } = planned;
+    let Planned {
+        plan,
+        mut report,
+        adopt,
+    } = planned;
     report.plan = plan.view();
     match mode.hold {
         None => {}
@@ -354,15 +366,23 @@ where
         }
         Some(Hold::Paused | Hold::DryRun) => return Ok(report),
     }
+    if let Some(id) = adopt {
+        guard.created(&id).await?;
+    }
     let mut answers = Vec::new();
     for step in &plan.steps {
         if !step.action.writes() {
             // A long operation is followed by later reconciles, from status.
             break;
         }
-        let creates = step.action == StepAction::Create;
+        // The crash-safe guard is for the object the resource locates, created from nothing;
+        // creating a part of a known object (a variable) needs none.
+        let creates = step.action == StepAction::Create && step.target.id == ObjectId::New;
         if creates {
             guard.before_create().await?;
+        }
+        if let Some(operation) = &step.record {
+            guard.save_operation(operation).await?;
         }
         let answer = seam.execute(step, &answers).await?;
         if creates {
@@ -388,6 +408,41 @@ where
     Ok(report)
 }
 
+/// Plan tables for the platforms' unit tests: one row per step.
+#[cfg(test)]
+pub(crate) mod table {
+    use super::{Plan, StepAction};
+
+    /// (action, object kind, object id — or `<step N>` for an id an earlier step answers, or
+    /// `<new>` — drift, changed fields).
+    pub(crate) type Row<'a> = (StepAction, &'a str, &'a str, bool, Vec<&'a str>);
+
+    pub(crate) fn assert_steps<Op>(plan: &Plan<Op>, want: &[Row<'_>], case: &str) {
+        let got: Vec<(StepAction, String, String, bool, Vec<String>)> = plan
+            .view()
+            .steps
+            .into_iter()
+            .map(|v| {
+                let id = match (v.object.id, v.object.id_from_step) {
+                    (Some(id), _) => id,
+                    (None, Some(n)) => format!("<step {n}>"),
+                    (None, None) => "<new>".into(),
+                };
+                let fields = v.changes.into_iter().map(|c| c.field).collect();
+                (v.action, v.object.kind, id, v.drift, fields)
+            })
+            .collect();
+        let want: Vec<(StepAction, String, String, bool, Vec<String>)> = want
+            .iter()
+            .map(|(a, k, id, d, f)| {
+                let fields = f.iter().map(|s| s.to_string()).collect();
+                (*a, k.to_string(), id.to_string(), *d, fields)
+            })
+            .collect();
+        assert_eq!(got, want, "{case}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +462,7 @@ mod tests {
             drift,
             summary: format!("{action} thing t"),
             deadline: (action == StepAction::Await).then_some(Duration::from_secs(60)),
+            record: None,
             op: "op",
         }
     }
@@ -488,6 +544,7 @@ mod tests {
                 notes: Vec::new(),
                 plan: Default::default(),
             },
+            adopt: None,
         }
     }
 

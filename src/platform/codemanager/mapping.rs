@@ -225,6 +225,7 @@ fn await_step(env: &str, id: ObjectId, deadline: Duration) -> Step<CmOp> {
         drift: false,
         summary: format!("follow the deploy of environment {env} until file sync has it"),
         deadline: Some(deadline),
+        record: None,
         op: CmOp::Await,
     }
 }
@@ -281,7 +282,11 @@ pub fn plan_workspace(
                 let message = failure_message(&env, failed_entry(deploys, &env, deploy_id(&op)));
                 status.operation = Some(with_state("failed"));
                 let report = Report::stalled(status, notes, Reason::DeployFailed, message);
-                return Ok(Planned { plan, report });
+                return Ok(Planned {
+                    plan,
+                    report,
+                    adopt: None,
+                });
             }
             _ if deadline.is_some_and(|d| observed.at > d) => {
                 status.operation = Some(with_state("failed:timeout"));
@@ -290,7 +295,11 @@ pub fn plan_workspace(
                     humantime::format_duration(DEPLOY_TIMEOUT)
                 );
                 let report = Report::stalled(status, notes, Reason::DeployTimeout, message);
-                return Ok(Planned { plan, report });
+                return Ok(Planned {
+                    plan,
+                    report,
+                    adopt: None,
+                });
             }
             s => {
                 let message = format!(
@@ -308,7 +317,11 @@ pub fn plan_workspace(
                     left,
                 ));
                 let report = deploying(status, message, notes);
-                return Ok(Planned { plan, report });
+                return Ok(Planned {
+                    plan,
+                    report,
+                    adopt: None,
+                });
             }
         }
     }
@@ -354,6 +367,7 @@ pub fn plan_workspace(
                 drift,
                 summary: format!("deploy environment {env}{renamed}"),
                 deadline: None,
+                record: None,
                 op: CmOp::Deploy {
                     environment: env.clone(),
                     deploy_modules,
@@ -366,12 +380,20 @@ pub fn plan_workspace(
         }
         Next::Wait => {
             let report = deploying(status, format!("deploying environment {env}"), notes);
-            return Ok(Planned { plan, report });
+            return Ok(Planned {
+                plan,
+                report,
+                adopt: None,
+            });
         }
         Next::Done => {}
     }
     let report = settled(request, &env, status, signature, deploys, notes);
-    Ok(Planned { plan, report })
+    Ok(Planned {
+        plan,
+        report,
+        adopt: None,
+    })
 }
 
 /// The status when nothing is sent (pure): the deployed commit against the spec.
@@ -411,21 +433,11 @@ fn settled(
             return Report::stalled(status, notes, Reason::RevisionMismatch, message);
         }
     }
-    Report {
-        status,
-        readiness: Readiness::ready(
-            Reason::Deployed,
-            format!("environment {env} is deployed at {signature}"),
-        ),
-        sync: if request.mode.observing() {
-            SyncState::Observing
-        } else {
-            SyncState::Synced
-        },
-        requeue_after: None,
-        notes,
-        plan: Default::default(),
-    }
+    let readiness = Readiness::ready(
+        Reason::Deployed,
+        format!("environment {env} is deployed at {signature}"),
+    );
+    Report::settled(status, notes, readiness, request.mode.observing())
 }
 
 /// What deleting a Workspace does (pure): Code Manager has no call that removes an
@@ -576,7 +588,7 @@ impl WorkspaceDriver for CodeManager {
 mod tests {
     use super::*;
     use crate::api::WorkspaceSpec;
-    use crate::core::plan::Hold;
+    use crate::core::plan::{table, Hold};
     use crate::core::reconciler::Mode;
     use crate::platform::codemanager::wire::Deployed;
 
@@ -590,13 +602,7 @@ mod tests {
         requested: bool,
         deployed: Option<&'static str>,
         in_flight: Option<DeployState>,
-        steps: Vec<(
-            StepAction,
-            &'static str,
-            &'static str,
-            bool,
-            Vec<&'static str>,
-        )>,
+        steps: Vec<table::Row<'static>>,
         reason: Reason,
     }
 
@@ -682,23 +688,6 @@ mod tests {
             at,
         };
         plan_workspace(&request, &observed).unwrap()
-    }
-
-    fn shown(plan: &Plan<CmOp>) -> Vec<(StepAction, &'static str, String, bool, Vec<String>)> {
-        plan.view()
-            .steps
-            .into_iter()
-            .zip(&plan.steps)
-            .map(|(v, s)| {
-                let id = match (v.object.id, v.object.id_from_step) {
-                    (Some(id), _) => id,
-                    (None, Some(n)) => format!("<step {n}>"),
-                    (None, None) => "<new>".into(),
-                };
-                let fields = v.changes.into_iter().map(|c| c.field).collect();
-                (v.action, s.target.kind, id, v.drift, fields)
-            })
-            .collect()
     }
 
     #[test]
@@ -831,20 +820,7 @@ mod tests {
         ];
         for row in &rows {
             let planned = plan_of(row, at, None);
-            let want: Vec<_> = row
-                .steps
-                .iter()
-                .map(|(a, k, id, d, f)| {
-                    (
-                        *a,
-                        *k,
-                        id.to_string(),
-                        *d,
-                        f.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                    )
-                })
-                .collect();
-            assert_eq!(shown(&planned.plan), want, "{}", row.case);
+            table::assert_steps(&planned.plan, &row.steps, row.case);
             assert_eq!(planned.report.readiness.reason, row.reason, "{}", row.case);
         }
         // The time left on a deploy in flight is its deadline.
