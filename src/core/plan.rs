@@ -234,8 +234,14 @@ pub fn step_lines(steps: &[StepView], indent: &str) -> Vec<String> {
             .as_deref()
             .map(|d| format!(" (deadline {d})"))
             .unwrap_or_default();
+        // Which object, by id, or by the earlier step whose answer names it.
+        let object = match (&s.object.id, s.object.id_from_step) {
+            (Some(id), _) => format!("{} {id}", s.object.kind),
+            (None, Some(n)) => format!("{} from step {n}", s.object.kind),
+            (None, None) => format!("new {}", s.object.kind),
+        };
         out.push(format!(
-            "{indent}{}. {}: {}{drift}{deadline}",
+            "{indent}{}. {} {object}: {}{drift}{deadline}",
             s.number, s.action, s.summary
         ));
         for c in &s.changes {
@@ -631,8 +637,9 @@ mod tests {
     fn the_view_reads_as_numbered_steps() {
         let plan = Plan { steps: rollout() };
         let lines = plan.view().lines("  ");
-        assert_eq!(lines[0], "  1. create: create thing t");
+        assert_eq!(lines[0], "  1. create new thing: create thing t");
         assert_eq!(lines[1], "       spec.size: 1 -> 2");
-        assert!(lines[6].starts_with("  4. await: await thing t (deadline 1m)"));
+        assert_eq!(lines[2], "  2. update thing from step 1: update thing t");
+        assert!(lines[6].starts_with("  4. await thing from step 3: await thing t (deadline 1m)"));
     }
 }
