@@ -443,11 +443,7 @@ async fn list_environments(
 }
 
 /// Resolves environment names or ids of a project (inferred: both are accepted).
-fn resolve_envs(
-    p: &ProjectRec,
-    given: &[String],
-    field: &str,
-) -> ApiResult<Vec<String>> {
+fn resolve_envs(p: &ProjectRec, given: &[String], field: &str) -> ApiResult<Vec<String>> {
     given
         .iter()
         .map(|g| {
@@ -490,11 +486,7 @@ struct VarInput {
     env_ids: Vec<String>,
 }
 
-fn var_input(
-    p: &ProjectRec,
-    o: &Map<String, Value>,
-    prefix: &str,
-) -> ApiResult<VarInput> {
+fn var_input(p: &ProjectRec, o: &Map<String, Value>, prefix: &str) -> ApiResult<VarInput> {
     let f = Fields::new(o, prefix);
     let name = f.str("name")?;
     if !valid_var_name(&name) {
@@ -1699,10 +1691,7 @@ async fn admin_fail_next(State(sim): State<SpheronSim>, body: Bytes) -> Response
     })())
 }
 
-async fn admin_require_authorization(
-    State(sim): State<SpheronSim>,
-    body: Bytes,
-) -> Response {
+async fn admin_require_authorization(State(sim): State<SpheronSim>, body: Bytes) -> Response {
     admin_answer((|| {
         let o = admin_body(&body)?;
         sim.require_authorization_next(count_of(&o)?);
@@ -1710,10 +1699,7 @@ async fn admin_require_authorization(
     })())
 }
 
-async fn admin_compute_fail_next(
-    State(sim): State<SpheronSim>,
-    body: Bytes,
-) -> Response {
+async fn admin_compute_fail_next(State(sim): State<SpheronSim>, body: Bytes) -> Response {
     admin_answer((|| {
         let o = admin_body(&body)?;
         let reason = o
