@@ -1,0 +1,814 @@
+//! Spheron compute instances: the pure planning of an instance's main service, and the calls
+//! that carry it out.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Pure planning: compute.
+
+/// An image reference split into name and tag (pure): the tag follows the last `:` after the
+/// last `/` (so a registry port is not a tag).
+pub fn split_image(image: &str) -> (String, Option<String>) {
+    let image = image.trim();
+    let name_start = image.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match image[name_start..].rfind(':') {
+        Some(i) => {
+            let at = name_start + i;
+            (image[..at].to_string(), Some(image[at + 1..].to_string()))
+        }
+        None => (image.to_string(), None),
+    }
+}
+
+/// The image and tag the main service runs (pure): a tag in `compute.image` wins; else the
+/// source's tag, or its commit (images are commonly tagged by both); else `latest` for a
+/// branch.
+pub fn image_and_tag(image: &str, git_ref: GitRef<'_>) -> (String, String) {
+    let (name, tag) = split_image(image);
+    let tag = tag
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| match git_ref {
+            GitRef::Tag(t) | GitRef::Commit(t) => t.to_string(),
+            GitRef::Branch(_) => "latest".to_string(),
+        });
+    (name, tag)
+}
+
+/// The main service as the spec wants it. Fields the spec leaves out (`None`) keep what runs,
+/// so an adopted instance is only changed where the spec says. Holds resolved variables.
+#[derive(Clone, PartialEq)]
+pub struct MainService {
+    pub image: Option<(String, String)>,
+    pub machine: Option<String>,
+    pub replicas: u32,
+    pub env: BTreeMap<String, String>,
+    /// Variables whose values come from Secrets (sent with `isSecret`, never shown in Events).
+    pub secret_keys: Vec<String>,
+    pub region: String,
+    /// A fingerprint of all of the above.
+    pub print: u64,
+}
+
+impl MainService {
+    /// Reads the spec (pure).
+    pub fn new(
+        spec: &WorkspaceSpec,
+        compute: &SpheronCompute,
+        env: &BTreeMap<String, String>,
+    ) -> Self {
+        let image = compute
+            .image
+            .as_deref()
+            .filter(|i| !i.trim().is_empty())
+            .map(|i| image_and_tag(i, spec.source.git_ref()));
+        let machine = compute
+            .machine
+            .clone()
+            .or_else(|| spec.plan.clone())
+            .filter(|m| !m.trim().is_empty());
+        let region = compute
+            .region
+            .clone()
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_REGION.into());
+        let secret_keys: Vec<String> = spec
+            .env
+            .iter()
+            .filter(|e| e.value_from.is_some())
+            .map(|e| e.name.clone())
+            .collect();
+        let replicas = u32::try_from(spec.replicas.max(1)).unwrap_or(1);
+        let print = fingerprint(&(&image, &machine, replicas, env, &secret_keys, &region));
+        MainService {
+            image,
+            machine,
+            replicas,
+            env: env.clone(),
+            secret_keys,
+            region,
+            print,
+        }
+    }
+
+    fn env_entries(&self) -> Vec<EnvEntry> {
+        self.env
+            .iter()
+            .map(|(k, v)| EnvEntry::new(k, v, self.secret_keys.contains(k)))
+            .collect()
+    }
+
+    /// The main service's configuration (pure): over what runs (`current`), which keeps its
+    /// name, ports, command and everything the spec does not name; or new, for a create.
+    pub fn config(&self, current: Option<&DeployedService>) -> Result<ComputeService, String> {
+        let mut c = match current {
+            Some(s) => s.to_config(),
+            None => ComputeService {
+                name: MAIN_SERVICE.into(),
+                image: String::new(),
+                tag: String::new(),
+                private_image_config: None,
+                service_count: self.replicas,
+                build_image: false,
+                ports: vec![Port {
+                    container_port: MAIN_PORT,
+                    exposed_port: MAIN_PORT,
+                    global: None,
+                    expose_to: None,
+                }],
+                env: Vec::new(),
+                command: Vec::new(),
+                args: Vec::new(),
+                akash_machine_image_name: String::new(),
+                custom_service_specs: None,
+                health_check: None,
+                autoscaling_rules: None,
+                template_id: None,
+            },
+        };
+        match (&self.image, current) {
+            (Some((image, tag)), _) => {
+                c.image = image.clone();
+                c.tag = tag.clone();
+            }
+            (None, None) => {
+                return Err(
+                    "spec.spheron.compute.image: a new compute instance needs a container image"
+                        .into(),
+                )
+            }
+            (None, Some(_)) => {}
+        }
+        match (&self.machine, current) {
+            (Some(m), _) => c.akash_machine_image_name = m.clone(),
+            (None, None) => {
+                return Err("spec.spheron.compute.machine: a new compute instance needs a machine (plan) name, for example \"Ventus Nano 1\"".into())
+            }
+            (None, Some(_)) => {}
+        }
+        c.service_count = self.replicas;
+        c.env = self.env_entries();
+        Ok(c)
+    }
+}
+
+/// One field of the main service that differs from the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    pub field: String,
+    pub observed: String,
+    pub desired: String,
+}
+
+/// Where the running main service differs from the spec (pure). Values of Secret-backed
+/// variables are never shown.
+pub fn main_differences(running: &DeployedService, desired: &MainService) -> Vec<Difference> {
+    let mut out = Vec::new();
+    if let Some((image, tag)) = &desired.image {
+        if running.image != *image || running.tag != *tag {
+            out.push(Difference {
+                field: "spec.spheron.compute.image".into(),
+                observed: format!("{}:{}", running.image, running.tag),
+                desired: format!("{image}:{tag}"),
+            });
+        }
+    }
+    if let Some(machine) = &desired.machine {
+        let ran = running
+            .agreed_machine_image
+            .as_ref()
+            .and_then(|m| m.machine_type.clone())
+            .unwrap_or_default();
+        if ran != *machine {
+            out.push(Difference {
+                field: "spec.spheron.compute.machine".into(),
+                observed: format!("{ran:?}"),
+                desired: format!("{machine:?}"),
+            });
+        }
+    }
+    if running.service_count != desired.replicas {
+        out.push(Difference {
+            field: "spec.replicas".into(),
+            observed: running.service_count.to_string(),
+            desired: desired.replicas.to_string(),
+        });
+    }
+    let ran: BTreeMap<&str, (&str, bool)> = running
+        .env
+        .iter()
+        .map(|e| {
+            let (k, v) = e.key_value();
+            (k, (v, e.is_secret))
+        })
+        .collect();
+    let shown = |key: &str, value: &str, secret: bool| {
+        if secret || desired.secret_keys.iter().any(|k| k == key) {
+            "(a Secret value)".to_string()
+        } else {
+            format!("{value:?}")
+        }
+    };
+    for (key, value) in &desired.env {
+        let secret = desired.secret_keys.contains(key);
+        match ran.get(key.as_str()) {
+            None => out.push(Difference {
+                field: format!("spec.env[{key}]"),
+                observed: "(not set)".into(),
+                desired: shown(key, value, secret),
+            }),
+            Some((v, was_secret)) if *v != value || *was_secret != secret => out.push(Difference {
+                field: format!("spec.env[{key}]"),
+                observed: shown(key, v, *was_secret),
+                desired: shown(key, value, secret),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (key, (value, secret)) in &ran {
+        if !desired.env.contains_key(*key) {
+            out.push(Difference {
+                field: format!("spec.env[{key}]"),
+                observed: shown(key, value, *secret),
+                desired: "(not set)".into(),
+            });
+        }
+    }
+    out
+}
+
+/// The Events for an update (pure): one drift correction per field when the spec did not
+/// change (someone changed the instance at Spheron), else one update naming the fields.
+pub fn update_notes(instance: &str, differences: &[Difference], drift: bool) -> Vec<Note> {
+    if drift {
+        return differences
+            .iter()
+            .map(|d| Note::drift(&d.field, &d.observed, &d.desired))
+            .collect();
+    }
+    let changes: Vec<String> = differences
+        .iter()
+        .map(|d| format!("{} {} -> {}", d.field, d.observed, d.desired))
+        .collect();
+    vec![Note::normal(
+        Reason::Updated,
+        "Update",
+        format!(
+            "updating compute instance {instance}: {}",
+            changes.join(", ")
+        ),
+    )]
+}
+
+/// What a compute Workspace needs next, given the instance's newest deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComputeStep {
+    /// A deployment is in progress (bosun's own when `ours`): look again soon.
+    Wait { ours: bool },
+    /// bosun's deployment of this spec failed: wait for a change.
+    Failed,
+    /// Compare what runs with the spec, and update if they differ.
+    Converge,
+}
+
+/// Plans a compute instance (pure).
+pub fn compute_step(
+    op: Option<&OperationStatus>,
+    newest: Option<&ComputeDeployment>,
+    generation: i64,
+    requested: bool,
+) -> ComputeStep {
+    let Some(newest) = newest else {
+        return ComputeStep::Converge;
+    };
+    let ours = op.is_some_and(|o| o.id.as_deref() == Some(newest.id.as_str()));
+    if !newest.status.is_terminal() {
+        return ComputeStep::Wait { ours };
+    }
+    let this_spec = op.is_some_and(|o| o.generation == Some(generation));
+    if newest.status == ComputeDeploymentStatus::Failed && ours && this_spec && !requested {
+        ComputeStep::Failed
+    } else {
+        ComputeStep::Converge
+    }
+}
+
+/// What a ServiceScale finds in the running services.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScalePlan {
+    /// The service runs the desired count.
+    InSync(u32),
+    /// The service runs `observed`; send `services` (the full list, this one's count changed).
+    Scale {
+        observed: u32,
+        services: Vec<ComputeService>,
+    },
+}
+
+/// Plans a ServiceScale (pure): the main service (the first) belongs to the Workspace's
+/// `spec.replicas` and is refused; an unknown service is named with the ones that exist.
+pub fn plan_service_scale(
+    services: &[DeployedService],
+    service: &str,
+    replicas: i32,
+) -> Result<ScalePlan, ReconcileError> {
+    let wanted = u32::try_from(replicas.max(1)).unwrap_or(1);
+    let Some(index) = services.iter().position(|s| s.name == service) else {
+        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        return Err(ReconcileError::user(
+            Reason::ServiceNotFound,
+            format!(
+                "spec.service: the compute instance has no service {service:?}; it has {}",
+                names.join(", ")
+            ),
+        ));
+    };
+    if index == 0 {
+        return Err(ReconcileError::user(
+            Reason::ScaledByWorkspace,
+            format!(
+                "spec.service: {service:?} is the main service of the Workspace's compute instance; its replicas are the Workspace's spec.replicas (kubectl scale workspace/<name>), so delete this ServiceScale"
+            ),
+        ));
+    }
+    let observed = services[index].service_count;
+    if observed == wanted {
+        return Ok(ScalePlan::InSync(observed));
+    }
+    let mut configs: Vec<ComputeService> =
+        services.iter().map(DeployedService::to_config).collect();
+    configs[index].service_count = wanted;
+    Ok(ScalePlan::Scale {
+        observed,
+        services: configs,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compute instances.
+
+impl SpheronClient {
+    pub(super) async fn reconcile_compute(
+        &self,
+        request: &WorkspaceRequest<'_>,
+        guard: &dyn CreateGuard,
+        organization: &str,
+        compute: &SpheronCompute,
+    ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
+        let spec = request.spec;
+        let desired = MainService::new(spec, compute, &request.env);
+        let observe_only = request.mode.observing();
+        let act = request.mode.act();
+        let mut status = request.previous.clone();
+        let mut notes = Vec::new();
+        status.selector = Some(selector(&request.key));
+
+        let known = known_id(request);
+        let requesting = status
+            .operation
+            .as_ref()
+            .is_some_and(|o| o.state == REQUESTING);
+        if request.create_pending || requesting {
+            self.forget_instances(organization).await;
+        }
+        let adopt = spec.adopt_by_name || observe_only;
+        // A closed instance no longer runs: it is what is left of a deleted one.
+        let open = |list: &[ComputeInstance]| -> Vec<ComputeInstance> {
+            list.iter()
+                .filter(|i| i.state != InstanceState::Closed)
+                .cloned()
+                .collect()
+        };
+        let listed = open(&self.instances_of(organization).await?);
+        let fresh;
+        let mut located = locate(
+            &listed,
+            known.clone(),
+            &request.external_name,
+            request.create_pending,
+            adopt,
+        );
+        if act && matches!(located, Located::Absent | Located::Gone(_)) {
+            self.forget_instances(organization).await;
+            fresh = open(&self.instances_of(organization).await?);
+            located = locate(
+                &fresh,
+                known.clone(),
+                &request.external_name,
+                request.create_pending,
+                adopt,
+            );
+        }
+        let instance = match located {
+            Located::Found(i) => i.clone(),
+            Located::NameTaken(i) => {
+                return Err(ReconcileError::user(
+                    Reason::NameTaken,
+                    format!(
+                        "organization {organization} already has a compute instance named {:?} ({}) that bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it, or spec.externalName to use another name",
+                        i.name, i.id, i.id
+                    ),
+                ));
+            }
+            Located::Ambiguous(n) => {
+                return Err(ReconcileError::user(
+                    Reason::CreateOutcomeUnknown,
+                    format!(
+                        "organization {organization} has {n} open compute instances named {:?}: close the extra ones, or set spec.externalId to the one to keep",
+                        request.external_name
+                    ),
+                ));
+            }
+            Located::Gone(id) if self.owned_by_other_kind(organization, &id, true).await? => {
+                return Err(unsupported(format!(
+                    "spec.spheron.compute: this Workspace manages site project {id}, and a site cannot become a compute instance; create a new Workspace for the instance"
+                )));
+            }
+            Located::Gone(id) if spec.external_id.is_some() || !act => {
+                return Err(ReconcileError::user(
+                    Reason::ExternalObjectNotFound,
+                    format!("organization {organization} has no open compute instance {id}"),
+                ));
+            }
+            Located::Absent | Located::Gone(_) if !act => {
+                let msg = format!(
+                    "organization {organization} has no compute instance named {:?}",
+                    request.external_name
+                );
+                return Ok(not_found(status, notes, observe_only, msg));
+            }
+            gone_or_absent => {
+                if let Located::Gone(id) = gone_or_absent {
+                    notes.push(Note::warning(
+                        Reason::DriftCorrected,
+                        "Create",
+                        format!("compute instance {id} was closed or removed at the platform; creating it again"),
+                    ));
+                    status.operation = None;
+                    status.replicas = None;
+                }
+                return self
+                    .create_instance(request, guard, organization, &desired, status, notes)
+                    .await;
+            }
+        };
+
+        if status.external_id.as_deref() != Some(instance.id.as_str()) {
+            if act {
+                guard.created(&instance.id).await?;
+            }
+            notes.push(Note::normal(
+                Reason::Adopted,
+                "Adopt",
+                format!(
+                    "manages Spheron compute instance {} ({})",
+                    instance.id, instance.name
+                ),
+            ));
+            status.external_id = Some(instance.id.clone());
+        }
+        if desired.region != DEFAULT_REGION
+            && instance
+                .region
+                .as_deref()
+                .is_some_and(|r| !r.eq_ignore_ascii_case(&desired.region))
+        {
+            return Err(unsupported(format!(
+                "spec.spheron.compute.region: compute instance {} runs in {}, and an instance cannot move; set it back, or create a new Workspace for {}",
+                instance.id,
+                instance.region.clone().unwrap_or_default(),
+                desired.region
+            )));
+        }
+
+        let newest_id = instance.deployments.last().cloned();
+        if let Some(op) = status.operation.clone().filter(|o| o.state == REQUESTING) {
+            status.operation =
+                adopt_requested_update(&op, newest_id.as_deref()).map(|id| OperationStatus {
+                    id: Some(id.to_string()),
+                    state: ComputeDeploymentStatus::Queued.to_string(),
+                    ..op
+                });
+        }
+        // Nothing changed at Spheron since bosun found the instance matching this spec.
+        if let Some(newest) = &newest_id {
+            if instance.state == InstanceState::Active
+                && !request.mode.requested
+                && self.shared.confirmed(&instance.id) == Some((newest.clone(), desired.print))
+            {
+                let msg = format!(
+                    "compute instance {} runs the spec ({} replicas)",
+                    instance.id, desired.replicas
+                );
+                return Ok(Report::settled(
+                    status,
+                    notes,
+                    Readiness::ready(Reason::Available, msg),
+                    observe_only,
+                ));
+            }
+        }
+
+        let newest = match &newest_id {
+            Some(id) => self.compute_deployment(id).await?,
+            None => None,
+        };
+        if let (Some(op), Some(n)) = (status.operation.as_mut(), newest.as_ref()) {
+            if op.id.as_deref() == Some(n.id.as_str()) {
+                op.state = n.status.to_string();
+            }
+        }
+        let op = status.operation.clone();
+        match compute_step(
+            op.as_ref(),
+            newest.as_ref(),
+            request.generation,
+            request.mode.requested,
+        ) {
+            ComputeStep::Wait { ours } => {
+                let n_id = newest.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+                let n_state = newest
+                    .as_ref()
+                    .map(|n| n.status.to_string())
+                    .unwrap_or_default();
+                if ours
+                    && op
+                        .as_ref()
+                        .is_some_and(|o| past_deadline(o, Timestamp::now()))
+                {
+                    let msg = format!(
+                        "deployment {n_id} of compute instance {} did not finish within {} minutes ({n_state})",
+                        instance.id,
+                        DEPLOY_DEADLINE.as_secs() / 60
+                    );
+                    return Ok(Report::stalled(
+                        status,
+                        notes,
+                        Reason::DeploymentDeadlineExceeded,
+                        msg,
+                    ));
+                }
+                let msg = if ours {
+                    format!(
+                        "deployment {n_id} of compute instance {} is {n_state}",
+                        instance.id
+                    )
+                } else {
+                    format!("a deployment of compute instance {} started outside bosun ({n_id}) is {n_state}; waiting for it to end", instance.id)
+                };
+                return Ok(Report::progressing(
+                    status,
+                    notes,
+                    Reason::Deploying,
+                    msg,
+                    DEPLOY_POLL,
+                ));
+            }
+            ComputeStep::Failed => {
+                let n = newest.as_ref();
+                let why = n
+                    .and_then(ComputeDeployment::failure_reason)
+                    .unwrap_or_else(|| "Failed".into());
+                let msg = format!(
+                    "deployment {} of compute instance {} ended {why}; change the spec or set bosun.dev/reconcile-requested-at to deploy again",
+                    n.map(|n| n.id.clone()).unwrap_or_default(),
+                    instance.id
+                );
+                return Ok(Report::stalled(status, notes, Reason::DeployFailed, msg));
+            }
+            ComputeStep::Converge => {}
+        }
+
+        // What runs: the active deployment when it succeeded. Without one, the newest
+        // deployment's service list is the template for the update that brings it up.
+        let active_id = instance.active_deployment.clone().or(newest_id.clone());
+        let running = match (&active_id, &newest) {
+            (Some(a), Some(n)) if *a == n.id => Some(n.clone()),
+            (Some(a), _) => self.compute_deployment(a).await?,
+            (None, _) => None,
+        }
+        .filter(|d| d.status.is_success() || d.status == ComputeDeploymentStatus::Deprecated);
+        let template = running.clone().or(newest.clone());
+        let main = template.as_ref().and_then(|d| d.services.first());
+        let differences = match main {
+            Some(m) => main_differences(m, &desired),
+            None => Vec::new(),
+        };
+        match running.as_ref().and_then(|r| r.services.first()) {
+            Some(m) => {
+                status.replicas = Some(i32::try_from(m.service_count).unwrap_or(i32::MAX));
+                status.deployed_revision = Some(format!("{}:{}", m.image, m.tag));
+                status.url = m
+                    .url_preview
+                    .clone()
+                    .or_else(|| running.as_ref().and_then(|r| r.url_preview.clone()))
+                    .filter(|u| !u.is_empty());
+            }
+            None => status.replicas = Some(0),
+        }
+        let runs_spec = running.is_some() && differences.is_empty();
+        if runs_spec {
+            if let (Some(op), Some(r)) = (status.operation.as_mut(), running.as_ref()) {
+                if op.id.as_deref() == Some(r.id.as_str()) {
+                    op.state = r.status.to_string();
+                }
+            }
+            status.source_ref = Some(spec.source.git_ref().to_string());
+            if running.as_ref().map(|r| &r.id) == newest_id.as_ref() {
+                if let Some(n) = &newest_id {
+                    self.shared.confirm(&instance.id, n, desired.print);
+                }
+            }
+            let msg = format!(
+                "compute instance {} runs {} replicas of {}",
+                instance.id,
+                desired.replicas,
+                status.deployed_revision.clone().unwrap_or_default()
+            );
+            return Ok(Report::settled(
+                status,
+                notes,
+                Readiness::ready(Reason::Available, msg),
+                observe_only,
+            ));
+        }
+        if !act {
+            let fields: Vec<&str> = differences.iter().map(|d| d.field.as_str()).collect();
+            let msg = if running.is_none() {
+                format!("compute instance {} runs no deployment", instance.id)
+            } else {
+                format!(
+                    "compute instance {} differs from the spec in {}",
+                    instance.id,
+                    fields.join(", ")
+                )
+            };
+            return Ok(Report::settled(
+                status,
+                notes,
+                Readiness::not_ready(Reason::Differs, msg),
+                observe_only,
+            ));
+        }
+
+        // Update: the full service list again, the main service as the spec says.
+        let mut services: Vec<ComputeService> = template
+            .as_ref()
+            .map(ComputeDeployment::service_configs)
+            .unwrap_or_default();
+        let main_config = desired
+            .config(main)
+            .map_err(|m| ReconcileError::user(Reason::UnsupportedByProvider, m))?;
+        match services.first_mut() {
+            Some(first) => *first = main_config,
+            None => services.push(main_config),
+        }
+        let mut op = new_operation(
+            UPDATE,
+            format!("{AFTER_PREFIX}{}", newest_id.clone().unwrap_or_default()),
+            request.generation,
+        );
+        guard.save_operation(&op).await?;
+        let updated = self
+            .update_compute_instance(
+                &instance.id,
+                &UpdateComputeInstance {
+                    services,
+                    organization_id: organization.to_string(),
+                    unique_topic_id: topic_id(),
+                },
+            )
+            .await?;
+        self.forget_instances(organization).await;
+        self.shared.unconfirm(&instance.id);
+        op.id = Some(updated.compute_deployment_id.clone());
+        op.state = ComputeDeploymentStatus::Queued.to_string();
+        status.operation = Some(op);
+        if running.is_none() {
+            notes.push(Note::normal(
+                Reason::Updated,
+                "Update",
+                format!(
+                    "deploying compute instance {} again: nothing runs",
+                    instance.id
+                ),
+            ));
+        } else {
+            // Drift: the spec did not change since the last status, yet the instance differs.
+            let drift = is_drift(
+                &request.previous.conditions,
+                request.generation,
+                request.observed_generation,
+            );
+            notes.extend(update_notes(&instance.id, &differences, drift));
+        }
+        Ok(Report::progressing(
+            status,
+            notes,
+            Reason::Deploying,
+            format!(
+                "update {} of compute instance {} started",
+                updated.compute_deployment_id, instance.id
+            ),
+            DEPLOY_POLL,
+        ))
+    }
+
+    async fn create_instance(
+        &self,
+        request: &WorkspaceRequest<'_>,
+        guard: &dyn CreateGuard,
+        organization: &str,
+        desired: &MainService,
+        mut status: WorkspaceStatus,
+        mut notes: Vec<Note>,
+    ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
+        let main = desired
+            .config(None)
+            .map_err(|m| ReconcileError::user(Reason::ComputeSettingsRequired, m))?;
+        let body = CreateComputeInstance {
+            organization_id: organization.to_string(),
+            unique_topic_id: topic_id(),
+            compute_provider: "DOCKERHUB".into(),
+            compute_project_name: request.external_name.clone(),
+            compute_project_description: Some(format!("managed by bosun for {}", request.key)),
+            region: desired.region.clone(),
+            // On demand: a spot lease may be taken away, which bosun would see as drift.
+            scalable: true,
+            services: vec![main],
+        };
+        guard.before_create().await?;
+        let created = self.create_compute_instance(&body).await?;
+        self.forget_instances(organization).await;
+        guard.created(&created.compute_instance_id).await?;
+        let mut op = new_operation(
+            CREATE,
+            created.compute_deployment_id.clone(),
+            request.generation,
+        );
+        op.state = ComputeDeploymentStatus::Queued.to_string();
+        status.external_id = Some(created.compute_instance_id.clone());
+        status.operation = Some(op);
+        status.source_ref = None;
+        status.url = None;
+        status.deployed_revision = None;
+        notes.push(Note::normal(
+            Reason::Created,
+            "Create",
+            format!(
+                "created Spheron compute instance {} in organization {organization} ({} replicas)",
+                created.compute_instance_id, desired.replicas
+            ),
+        ));
+        Ok(Report::progressing(
+            status,
+            notes,
+            Reason::Deploying,
+            format!(
+                "deployment {} of compute instance {} started",
+                created.compute_deployment_id, created.compute_instance_id
+            ),
+            DEPLOY_POLL,
+        ))
+    }
+
+    pub(super) async fn delete_compute(
+        &self,
+        request: &WorkspaceRequest<'_>,
+    ) -> Result<Cleanup, ReconcileError> {
+        let mut ids: Vec<String> = known_id(request).into_iter().collect();
+        if ids.is_empty() && request.create_pending {
+            let org = self
+                .organization_for(
+                    request
+                        .spec
+                        .spheron
+                        .as_ref()
+                        .and_then(|s| s.organization_id.as_deref()),
+                )
+                .await?;
+            self.forget_instances(&org).await;
+            ids.extend(
+                self.instances_of(&org)
+                    .await?
+                    .iter()
+                    .filter(|i| i.name == request.external_name && i.state != InstanceState::Closed)
+                    .map(|i| i.id.clone()),
+            );
+        }
+        let mut notes = Vec::new();
+        for id in ids {
+            // Closing stops the lease (and its cost); the closed instance stays listed.
+            let note = match self.close_compute_instance(&id).await? {
+                crate::platform::spheron::client::Deleted::Done => {
+                    format!("closed Spheron compute instance {id}")
+                }
+                crate::platform::spheron::client::Deleted::AlreadyGone => {
+                    format!("Spheron compute instance {id} is gone")
+                }
+            };
+            self.shared.unconfirm(&id);
+            notes.push(Note::normal(Reason::Deleted, "Delete", note));
+        }
+        Ok(Cleanup::Done(notes))
+    }
+}
