@@ -326,7 +326,6 @@ pub enum DvOp {
         variables: Option<String>,
     },
     Await,
-    Delete(i64),
 }
 
 /// What Devopness answers a step with.
@@ -335,7 +334,6 @@ pub enum DvAnswer {
     Created(Box<Application>),
     Deployed(i64),
     Done,
-    Deleted(Deleted),
 }
 
 fn application(id: ObjectId) -> Target {
@@ -953,7 +951,6 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for Devopness {
                 DvAnswer::Deployed(action)
             }
             DvOp::Await => DvAnswer::Done,
-            DvOp::Delete(id) => DvAnswer::Deleted(self.delete_application(*id).await?),
         })
     }
 
@@ -961,7 +958,7 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for Devopness {
         match answer {
             DvAnswer::Created(app) => Some(app.id.to_string()),
             DvAnswer::Deployed(action) => Some(action.to_string()),
-            DvAnswer::Done | DvAnswer::Deleted(_) => None,
+            DvAnswer::Done => None,
         }
     }
 
