@@ -10,6 +10,7 @@
 use crate::api::OperationStatus;
 use crate::core::drivers::CreateGuard;
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Mode, Note, Report};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -279,6 +280,17 @@ pub struct Planned<Op, S> {
     pub adopt: Option<String>,
 }
 
+impl<Op, S> Planned<Op, S> {
+    /// Nothing to send: the report says why.
+    pub fn nothing(report: Report<S>) -> Self {
+        Planned {
+            plan: Plan::default(),
+            report,
+            adopt: None,
+        }
+    }
+}
+
 /// After a step was sent: go on with the next, or stop here (the answer says the rest
 /// cannot follow, or a long operation started that later reconciles follow).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,6 +337,33 @@ pub trait PlanSeam<Request: Sync + ?Sized, S: Send>: Send + Sync {
         step: &Step<Self::Op>,
         answer: &Self::Answer,
     ) -> Flow;
+}
+
+/// The guard for kinds whose plans never create an object or record an operation (a
+/// ServiceScale changes a count on an object that exists). Unreachable for such plans; should
+/// one ever try, it is refused with an error instead of sent without the crash-safe record.
+pub struct CreatesNothing;
+
+#[async_trait]
+impl CreateGuard for CreatesNothing {
+    async fn before_create(&self) -> Result<(), ReconcileError> {
+        Err(Self::refused())
+    }
+    async fn created(&self, _: &str) -> Result<(), ReconcileError> {
+        Err(Self::refused())
+    }
+    async fn save_operation(&self, _: &OperationStatus) -> Result<(), ReconcileError> {
+        Err(Self::refused())
+    }
+}
+
+impl CreatesNothing {
+    fn refused() -> ReconcileError {
+        ReconcileError::user(
+            Reason::CreateOutcomeUnknown,
+            "this kind's plan tried to create or record an operation, which it never should: nothing was sent",
+        )
+    }
 }
 
 /// Observe → plan → funnel, for any platform on the seam.
