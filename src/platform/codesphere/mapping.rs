@@ -9,18 +9,16 @@ use super::client::{
     Codesphere, CreateWorkspace, EnvVar, Plan, Stage, StageElement, UpdateWorkspace, Workspace,
 };
 use crate::api::{
-    GitRef, OperationStatus, RolloutStrategy, RunState, ServiceScaleStatus, StageStatus,
-    WorkspaceStatus,
+    GitRef, OperationStatus, RolloutStrategy, RunState, StageStatus, WorkspaceStatus,
 };
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::drivers::{
-    env_fingerprint, locate, was_ready, CreateGuard, Located, ScaleRequest, ServiceScaleDriver,
-    WorkspaceDriver, WorkspaceRequest,
+    env_fingerprint, locate, was_ready, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest,
 };
 use crate::core::error::ReconcileError;
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
-use crate::core::seam::{ErrorKind, PlatformError};
+use crate::core::seam::PlatformError;
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
@@ -1281,98 +1279,6 @@ impl WorkspaceDriver for Codesphere {
                 ),
             ))
         }
-    }
-}
-
-#[async_trait]
-impl ServiceScaleDriver for Codesphere {
-    async fn reconcile(
-        &self,
-        request: &ScaleRequest<'_>,
-    ) -> Result<Report<ServiceScaleStatus>, ReconcileError> {
-        let id: i64 = request.workspace_id.parse().map_err(|_| {
-            ReconcileError::user(
-                Reason::ExternalIdInvalid,
-                format!(
-                    "workspace id {:?} is not a Codesphere id",
-                    request.workspace_id
-                ),
-            )
-        })?;
-        let mut status = request.previous.clone();
-        status.selector = Some(format!("bosun.dev/service={}", request.service));
-        let elements = match self.stage_status(id, Stage::Run).await {
-            Ok(e) => e,
-            Err(e) if e.kind == ErrorKind::Invalid => {
-                return Err(ReconcileError::waiting(
-                    Reason::WorkspaceNotRunning,
-                    format!("workspace {id} is not running yet: {e}"),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let observed = elements
-            .iter()
-            .filter(|e| e.server == request.service)
-            .count() as i32;
-        status.replicas = Some(observed);
-        if observed == request.replicas {
-            return Ok(Report {
-                status,
-                readiness: Readiness::ready(
-                    Reason::Available,
-                    format!("{} runs {observed} replicas", request.service),
-                ),
-                sync: SyncState::Synced,
-                requeue_after: None,
-                notes: Vec::new(),
-                plan: Default::default(),
-            });
-        }
-        if !request.mode.act() {
-            return Ok(Report {
-                status,
-                readiness: Readiness::not_ready(
-                    Reason::ReplicasDiffer,
-                    format!(
-                        "{} runs {observed} replicas, the spec says {}",
-                        request.service, request.replicas
-                    ),
-                ),
-                sync: SyncState::Synced,
-                requeue_after: None,
-                notes: Vec::new(),
-                plan: Default::default(),
-            });
-        }
-        let counts = BTreeMap::from([(request.service.to_string(), request.replicas)]);
-        self.scale_landscape(id, &counts).await?;
-        let note = if request.is_drift() && observed > 0 {
-            Note::drift("spec.replicas", observed, request.replicas)
-        } else {
-            Note::normal(
-                Reason::Scaled,
-                "Scale",
-                format!(
-                    "scaled {} from {observed} to {} replicas",
-                    request.service, request.replicas
-                ),
-            )
-        };
-        Ok(Report {
-            status,
-            readiness: Readiness::not_ready(
-                Reason::Scaling,
-                format!("scaling {} to {}", request.service, request.replicas),
-            ),
-            sync: SyncState::Progressing {
-                reason: Reason::Scaling,
-                message: format!("scaling {} to {}", request.service, request.replicas),
-            },
-            requeue_after: Some(STAGE_POLL),
-            notes: vec![note],
-            plan: Default::default(),
-        })
     }
 }
 

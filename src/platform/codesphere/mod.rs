@@ -5,6 +5,7 @@ pub mod client;
 mod conformance;
 pub mod domains;
 pub mod mapping;
+mod scale;
 #[cfg(feature = "sim")]
 pub mod sim;
 
