@@ -108,6 +108,14 @@ pub struct DomainRequest<'a> {
     pub mode: Mode,
 }
 
+impl DomainRequest<'_> {
+    /// Whether a difference at the platform is drift (the spec did not change since the last
+    /// status, and bosun already owned routes there).
+    pub fn is_drift(&self) -> bool {
+        self.observed_generation == Some(self.generation) && !self.previous.owned_paths.is_empty()
+    }
+}
+
 /// Custom domains on a platform.
 #[async_trait]
 pub trait DomainDriver: Send + Sync {
