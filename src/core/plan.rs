@@ -366,6 +366,25 @@ impl CreatesNothing {
     }
 }
 
+/// The guard for kinds whose platform objects are found by a name the platform keeps unique
+/// (a domain's virtual host and its certificate): a create that a crash interrupts is found by
+/// that name on the next reconcile and never made twice, so nothing is recorded before it.
+/// Such plans record no operations; one that tried is refused.
+pub struct NameIsTheKey;
+
+#[async_trait]
+impl CreateGuard for NameIsTheKey {
+    async fn before_create(&self) -> Result<(), ReconcileError> {
+        Ok(())
+    }
+    async fn created(&self, _: &str) -> Result<(), ReconcileError> {
+        Ok(())
+    }
+    async fn save_operation(&self, _: &OperationStatus) -> Result<(), ReconcileError> {
+        Err(CreatesNothing::refused())
+    }
+}
+
 /// Observe → plan → funnel, for any platform on the seam.
 pub async fn reconcile<Request, S, P>(
     seam: &P,

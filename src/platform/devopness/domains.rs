@@ -14,6 +14,10 @@ use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::drivers::{DomainDriver, DomainRequest};
 use crate::core::error::ReconcileError;
+use crate::core::plan::{
+    self, Change, Flow, NameIsTheKey, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, StepRef,
+    Target,
+};
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use async_trait::async_trait;
@@ -107,20 +111,388 @@ pub fn dns_records(domain: &str, addresses: &[String]) -> Vec<DnsRecord> {
         .collect()
 }
 
-fn report(
-    status: DomainBindingStatus,
-    notes: Vec<Note>,
-    readiness: Readiness,
-    sync: SyncState,
-    requeue_after: Option<Duration>,
-) -> Report<DomainBindingStatus> {
-    Report {
-        status,
-        readiness,
-        sync,
-        requeue_after,
-        notes,
-        plan: Default::default(),
+/// What `observe` found: where the host belongs, the addresses DNS must point at, and the
+/// virtual host if it exists.
+pub struct Observed {
+    env_id: i64,
+    desired_app: Option<i64>,
+    addresses: Vec<String>,
+    vhost: Option<VirtualHost>,
+    /// Why the host's last deploy or certificate failed, in the platform's words.
+    failure: Option<String>,
+}
+
+/// The request a DomainBinding step carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DomainOp {
+    CreateHost {
+        env_id: i64,
+        body: CreateVirtualHost,
+    },
+    /// Sends the domain to another application.
+    SetApplication(UpdateVirtualHost),
+    /// Deploys the host (the step's object) to the application's servers.
+    Deploy { again: bool },
+    /// Requests a Let's Encrypt certificate for the host.
+    RequestCertificate { env_id: i64, host: ObjectId },
+    /// Removes a failed certificate, so that it can be requested again.
+    RemoveCertificate(i64),
+    /// Followed by later reconciles; never sent.
+    Follow,
+}
+
+/// What Devopness answers a step with.
+pub enum DomainAnswer {
+    /// The id of the virtual host created.
+    Host(i64),
+    /// The action a deploy started.
+    Action(i64),
+    /// The certificate requested.
+    Certificate(i64),
+    Done,
+}
+
+/// The virtual host a step acts on: known, or from the create step's answer.
+fn host_id(id: &ObjectId, answers: &[DomainAnswer]) -> Result<i64, ReconcileError> {
+    let missing = || {
+        ReconcileError::user(
+            Reason::CreateOutcomeUnknown,
+            "a step refers to a virtual host id that no earlier step returned",
+        )
+    };
+    match id {
+        ObjectId::Known(id) => id.parse().map_err(|_| missing()),
+        ObjectId::FromStep(StepRef(n)) => match answers.get(*n) {
+            Some(DomainAnswer::Host(id)) => Ok(*id),
+            _ => Err(missing()),
+        },
+        ObjectId::New => Err(missing()),
+    }
+}
+
+fn application_text(app: Option<i64>) -> String {
+    app.map(|a| format!("application {a}"))
+        .unwrap_or_else(|| "no application".into())
+}
+
+/// Deploys the host, then follows the deploy.
+fn deploy_steps(plan: &mut Plan<DomainOp>, host: &Target, again: bool) {
+    let deploy = plan.push(Step {
+        action: StepAction::Start,
+        target: host.clone(),
+        changes: Vec::new(),
+        drift: false,
+        summary: if again {
+            "deploy the virtual host to the servers again".into()
+        } else {
+            "deploy the virtual host to the application's servers".into()
+        },
+        deadline: None,
+        record: None,
+        op: DomainOp::Deploy { again },
+    });
+    plan.push(follow(
+        "action",
+        ObjectId::FromStep(deploy),
+        &host.name,
+        "follow the virtual host deploy until it completes",
+    ));
+}
+
+/// Requests a certificate for the host, then follows its issuing.
+fn certificate_steps(plan: &mut Plan<DomainOp>, env_id: i64, host: &Target) {
+    let request = plan.push(Step {
+        action: StepAction::Create,
+        target: Target {
+            kind: "certificate",
+            name: host.name.clone(),
+            id: ObjectId::New,
+        },
+        changes: Vec::new(),
+        drift: false,
+        summary: format!("request a Let's Encrypt certificate for {}", host.name),
+        deadline: None,
+        record: None,
+        op: DomainOp::RequestCertificate {
+            env_id,
+            host: host.id.clone(),
+        },
+    });
+    plan.push(follow(
+        "certificate",
+        ObjectId::FromStep(request),
+        &host.name,
+        "follow the certificate until Let's Encrypt issues it",
+    ));
+}
+
+fn follow(kind: &'static str, id: ObjectId, name: &str, summary: &str) -> Step<DomainOp> {
+    Step {
+        action: StepAction::Await,
+        target: Target {
+            kind,
+            name: name.to_string(),
+            id,
+        },
+        changes: Vec::new(),
+        drift: false,
+        summary: summary.into(),
+        deadline: None,
+        record: None,
+        op: DomainOp::Follow,
+    }
+}
+
+/// Sets the verification to `Pending` (keeping the DNS records) and the object under way.
+fn pending(
+    report: &mut Report<DomainBindingStatus>,
+    reason: Reason,
+    message: String,
+    verification_message: Option<&str>,
+) {
+    let records = report
+        .status
+        .verification
+        .as_ref()
+        .map(|v| v.dns_records.clone())
+        .unwrap_or_default();
+    report.status.verification = Some(DomainVerification {
+        state: "Pending".into(),
+        dns_records: records,
+        message: verification_message.map(str::to_string),
+    });
+    report.readiness = Readiness::not_ready(reason, message.clone());
+    report.sync = SyncState::Progressing { reason, message };
+    report.requeue_after = Some(DOMAIN_POLL);
+}
+
+/// Plans a DomainBinding (pure): create the virtual host if the environment has none, send it
+/// to the spec's application, deploy it, and with `spec.tls` request its certificate; a
+/// failed deploy or certificate is retried only when `bosun.dev/reconcile-requested-at` asks.
+fn plan_domain(
+    request: &DomainRequest<'_>,
+    observed: &Observed,
+) -> Planned<DomainOp, DomainBindingStatus> {
+    let domain = request.domain;
+    let env_id = observed.env_id;
+    let desired_app = observed.desired_app;
+    let mut status = request.previous.clone();
+    if request.mode.hold.is_none() {
+        status.owned_paths = request.routes.keys().cloned().collect();
+    }
+    let records = dns_records(domain, &observed.addresses);
+    let verification = |state: &str, message: Option<String>| DomainVerification {
+        state: state.into(),
+        dns_records: records.clone(),
+        message,
+    };
+    status.verification = Some(verification("Pending", None));
+    let mut plan = Plan::default();
+    let host = |id: ObjectId| Target {
+        kind: "virtual host",
+        name: domain.to_string(),
+        id,
+    };
+    let (host, state) = match &observed.vhost {
+        None => {
+            plan.push(Step {
+                action: StepAction::Create,
+                target: host(ObjectId::New),
+                changes: vec![Change::new(
+                    "spec.routes",
+                    None,
+                    Some(application_text(desired_app)),
+                )],
+                drift: false,
+                summary: format!("create virtual host {domain} in environment {env_id}"),
+                deadline: None,
+                record: None,
+                op: DomainOp::CreateHost {
+                    env_id,
+                    body: CreateVirtualHost {
+                        virtual_host_type: "name-based".into(),
+                        name: domain.to_string(),
+                        application_id: desired_app,
+                        root_directory: None,
+                        application_listen_address: None,
+                        linked_resources: Vec::new(),
+                    },
+                },
+            });
+            (host(ObjectId::FromStep(StepRef(0))), HostState::NeedsDeploy)
+        }
+        Some(vhost) => {
+            status.external_id = Some(vhost.id.to_string());
+            let mut state = host_state(vhost, request.tls);
+            if desired_app.is_some() && vhost.application_id != desired_app {
+                let (from, to) = (
+                    application_text(vhost.application_id),
+                    application_text(desired_app),
+                );
+                plan.push(Step {
+                    action: StepAction::Update,
+                    target: host(ObjectId::Known(vhost.id.to_string())),
+                    changes: vec![Change::new("spec.routes", Some(from), Some(to.clone()))],
+                    drift: request.is_drift(),
+                    summary: format!("send {domain} to {to}"),
+                    deadline: None,
+                    record: None,
+                    op: DomainOp::SetApplication(UpdateVirtualHost {
+                        id: vhost.id,
+                        name: vhost.name.clone(),
+                        root_directory: None,
+                        application_listen_address: None,
+                        application_id: desired_app,
+                    }),
+                });
+                // A changed host is deployed again.
+                state = HostState::NeedsDeploy;
+            }
+            (host(ObjectId::Known(vhost.id.to_string())), state)
+        }
+    };
+    let has_certificate = observed
+        .vhost
+        .as_ref()
+        .is_some_and(|v| v.ssl_certificate.is_some());
+    let wants_certificate = request.tls && !has_certificate;
+    let why = observed.failure.clone().unwrap_or_else(|| "failed".into());
+    let not_serving = |status: &DomainBindingStatus| {
+        let host = match &status.external_id {
+            Some(id) => format!("virtual host {id}"),
+            None => format!("the virtual host for {domain}"),
+        };
+        Report::settled(
+            status.clone(),
+            Vec::new(),
+            Readiness::not_ready(Reason::NotServing, format!("{host} is not serving yet")),
+            request.mode.observing(),
+        )
+    };
+    let mut report = match state {
+        HostState::Serving => {
+            status.verification = Some(verification("Verified", None));
+            let tls = if request.tls { " over HTTPS" } else { "" };
+            let id = status.external_id.clone().unwrap_or_default();
+            Report::settled(
+                status.clone(),
+                Vec::new(),
+                Readiness::ready(
+                    Reason::Available,
+                    format!("virtual host {id} serves {domain}{tls}"),
+                ),
+                request.mode.observing(),
+            )
+        }
+        HostState::NeedsDeploy => {
+            deploy_steps(&mut plan, &host, false);
+            if wants_certificate {
+                certificate_steps(&mut plan, env_id, &host);
+            }
+            not_serving(&status)
+        }
+        HostState::Deploying(action) => {
+            plan.push(follow(
+                "action",
+                ObjectId::Known(action.to_string()),
+                domain,
+                "follow the virtual host deploy until it completes",
+            ));
+            if wants_certificate {
+                certificate_steps(&mut plan, env_id, &host);
+            }
+            Report::progressing(
+                status.clone(),
+                Vec::new(),
+                Reason::Deploying,
+                format!("virtual host deploy action {action} is running"),
+                DOMAIN_POLL,
+            )
+        }
+        HostState::DeployFailed(action) => {
+            status.verification = Some(verification("Failed", Some(why.clone())));
+            if request.mode.requested {
+                deploy_steps(&mut plan, &host, true);
+                if wants_certificate {
+                    certificate_steps(&mut plan, env_id, &host);
+                }
+            }
+            Report::stalled(
+                status.clone(),
+                Vec::new(),
+                Reason::DeployFailed,
+                format!("virtual host deploy action {action} failed: {why}"),
+            )
+        }
+        HostState::NeedsCertificate => {
+            certificate_steps(&mut plan, env_id, &host);
+            not_serving(&status)
+        }
+        HostState::Issuing(_) => {
+            let certificate = observed
+                .vhost
+                .as_ref()
+                .and_then(|v| v.ssl_certificate.as_ref())
+                .map(|c| c.id.to_string());
+            plan.push(follow(
+                "certificate",
+                certificate.map(ObjectId::Known).unwrap_or(ObjectId::New),
+                domain,
+                "follow the certificate until Let's Encrypt issues it",
+            ));
+            status.verification = Some(verification(
+                "Pending",
+                Some("certificate being issued".into()),
+            ));
+            Report::progressing(
+                status.clone(),
+                Vec::new(),
+                Reason::CertificatePending,
+                format!("the certificate for {domain} is being issued: Let's Encrypt validates it once DNS points at the servers"),
+                DOMAIN_POLL,
+            )
+        }
+        HostState::CertificateFailed(_) => {
+            status.verification = Some(verification("Failed", Some(why.clone())));
+            let certificate = observed
+                .vhost
+                .as_ref()
+                .and_then(|v| v.ssl_certificate.as_ref());
+            if let (true, Some(cert)) = (request.mode.requested, certificate) {
+                // A fresh request is the way to retry issuing.
+                plan.push(Step {
+                    action: StepAction::Delete,
+                    target: Target {
+                        kind: "certificate",
+                        name: domain.to_string(),
+                        id: ObjectId::Known(cert.id.to_string()),
+                    },
+                    changes: Vec::new(),
+                    drift: false,
+                    summary: format!("remove failed certificate {} to request it again", cert.id),
+                    deadline: None,
+                    record: None,
+                    op: DomainOp::RemoveCertificate(cert.id),
+                });
+                certificate_steps(&mut plan, env_id, &host);
+            }
+            Report::stalled(
+                status.clone(),
+                Vec::new(),
+                Reason::CertificateFailed,
+                format!("issuing the certificate for {domain} failed: {why}; check the DNS records and set bosun.dev/reconcile-requested-at to retry"),
+            )
+        }
+    };
+    if request.mode.observing() && matches!(report.sync, SyncState::Progressing { .. }) {
+        // An observed host is reported as it is: bosun follows nothing it did not start.
+        report = not_serving(&status);
+        report.requeue_after = Some(DOMAIN_POLL);
+    }
+    Planned {
+        plan,
+        report,
+        adopt: None,
     }
 }
 
@@ -136,16 +508,13 @@ impl Devopness {
 }
 
 #[async_trait]
-impl DomainDriver for Devopness {
-    async fn reconcile(
-        &self,
-        request: &DomainRequest<'_>,
-    ) -> Result<Report<DomainBindingStatus>, ReconcileError> {
-        let act = request.mode.act();
-        let mut status = request.previous.clone();
-        let mut notes = Vec::new();
-        let desired_app = desired_application(&request.routes)?;
+impl<'r> PlanSeam<DomainRequest<'r>, DomainBindingStatus> for Devopness {
+    type Answer = DomainAnswer;
+    type Op = DomainOp;
+    type Observation = Observed;
 
+    async fn observe(&self, request: &DomainRequest<'r>) -> Result<Observed, ReconcileError> {
+        let desired_app = desired_application(&request.routes)?;
         // The application says which environment the host belongs in and which servers serve it.
         let (env_id, addresses) = match desired_app {
             Some(id) => {
@@ -171,284 +540,154 @@ impl DomainDriver for Devopness {
                 "set the Provider's spec.defaults.environmentId: a binding without routes needs an environment",
             )
         })?;
+        let vhost = self
+            .list_virtual_hosts(env_id)
+            .await?
+            .into_iter()
+            .find(|h| h.name == request.domain);
+        let failure = match vhost.as_ref().map(|v| host_state(v, request.tls)) {
+            Some(HostState::DeployFailed(action) | HostState::CertificateFailed(action)) => {
+                Some(self.action_failure(action).await?)
+            }
+            _ => None,
+        };
+        Ok(Observed {
+            env_id,
+            desired_app,
+            addresses,
+            vhost,
+            failure,
+        })
+    }
 
-        let hosts = self.list_virtual_hosts(env_id).await?;
-        let found = hosts.iter().find(|h| h.name == request.domain).cloned();
-        let mut vhost = match found {
-            Some(h) => h,
-            None if act => {
-                let h = self
-                    .create_virtual_host(
-                        env_id,
-                        &CreateVirtualHost {
-                            virtual_host_type: "name-based".into(),
-                            name: request.domain.to_string(),
-                            application_id: desired_app,
-                            root_directory: None,
-                            application_listen_address: None,
-                            linked_resources: Vec::new(),
-                        },
-                    )
-                    .await?;
-                notes.push(Note::normal(
+    fn plan(
+        &self,
+        request: &DomainRequest<'r>,
+        observed: &Observed,
+    ) -> Result<Planned<DomainOp, DomainBindingStatus>, ReconcileError> {
+        Ok(plan_domain(request, observed))
+    }
+
+    async fn execute(
+        &self,
+        step: &Step<DomainOp>,
+        answers: &[DomainAnswer],
+    ) -> Result<DomainAnswer, ReconcileError> {
+        Ok(match &step.op {
+            DomainOp::CreateHost { env_id, body } => {
+                DomainAnswer::Host(self.create_virtual_host(*env_id, body).await?.id)
+            }
+            DomainOp::SetApplication(body) => {
+                self.update_virtual_host(body).await?;
+                DomainAnswer::Done
+            }
+            DomainOp::Deploy { .. } => {
+                let id = host_id(&step.target.id, answers)?;
+                DomainAnswer::Action(self.deploy_virtual_host(id, &[]).await?)
+            }
+            DomainOp::RequestCertificate { env_id, host } => {
+                let body = CreateSslCertificate {
+                    virtual_host_id: host_id(host, answers)?,
+                    issuer: "lets-encrypt".into(),
+                    certificate_type: Some("single-domain".into()),
+                    validation_level: Some("DV".into()),
+                };
+                DomainAnswer::Certificate(self.create_ssl_certificate(*env_id, &body).await?.id)
+            }
+            DomainOp::RemoveCertificate(id) => {
+                self.delete_ssl_certificate(*id).await?;
+                DomainAnswer::Done
+            }
+            // The funnel stops at the first await: later reconciles follow it.
+            DomainOp::Follow => DomainAnswer::Done,
+        })
+    }
+
+    fn answered_id(&self, answer: &DomainAnswer) -> Option<String> {
+        match answer {
+            DomainAnswer::Host(id) | DomainAnswer::Certificate(id) | DomainAnswer::Action(id) => {
+                Some(id.to_string())
+            }
+            DomainAnswer::Done => None,
+        }
+    }
+
+    fn answered(
+        &self,
+        report: &mut Report<DomainBindingStatus>,
+        step: &Step<DomainOp>,
+        answer: &DomainAnswer,
+    ) -> Flow {
+        let domain = &step.target.name;
+        match (&step.op, answer) {
+            (DomainOp::CreateHost { env_id, .. }, DomainAnswer::Host(id)) => {
+                report.status.external_id = Some(id.to_string());
+                report.notes.push(Note::normal(
                     Reason::Created,
                     "Create",
-                    format!(
-                        "created virtual host {} ({}) in environment {env_id}",
-                        h.id, request.domain
-                    ),
-                ));
-                h
-            }
-            None => {
-                let msg = format!(
-                    "environment {env_id} has no virtual host {}",
-                    request.domain
-                );
-                return Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::NotFound, msg.clone()),
-                    SyncState::Stalled {
-                        reason: Reason::ExternalObjectNotFound,
-                        message: msg,
-                    },
-                    None,
+                    format!("created virtual host {id} ({domain}) in environment {env_id}"),
                 ));
             }
-        };
-        status.external_id = Some(vhost.id.to_string());
-
-        // The application it serves; a change (or an edit at the platform) is set and deployed.
-        let mut changed = false;
-        if vhost.application_id != desired_app && desired_app.is_some() && act {
-            self.update_virtual_host(&UpdateVirtualHost {
-                id: vhost.id,
-                name: vhost.name.clone(),
-                root_directory: None,
-                application_listen_address: None,
-                application_id: desired_app,
-            })
-            .await?;
-            let from = vhost
-                .application_id
-                .map(|a| format!("application {a}"))
-                .unwrap_or_else(|| "no application".into());
-            let to = format!("application {}", desired_app.unwrap_or_default());
-            let drift = request.observed_generation == Some(request.generation)
-                && !request.previous.owned_paths.is_empty();
-            notes.push(if drift {
-                Note::drift("spec.routes", from, to)
-            } else {
-                Note::normal(
+            (DomainOp::SetApplication(_), _) if !step.drift => {
+                let change = step.changes.first();
+                let from = change.and_then(|c| c.from.clone()).unwrap_or_default();
+                let to = change.and_then(|c| c.to.clone()).unwrap_or_default();
+                report.notes.push(Note::normal(
                     Reason::RoutesUpdated,
                     "Route",
-                    format!("{} now serves {to} (was {from})", request.domain),
-                )
-            });
-            vhost.application_id = desired_app;
-            changed = true;
-        }
-        if act {
-            status.owned_paths = request.routes.keys().cloned().collect();
-        }
-
-        let mut state = host_state(&vhost, request.tls);
-        if changed && act {
-            state = HostState::NeedsDeploy;
-        }
-        let records = dns_records(request.domain, &addresses);
-        let verification = |state: &str, message: Option<String>| DomainVerification {
-            state: state.into(),
-            dns_records: records.clone(),
-            message,
-        };
-        match state {
-            HostState::Serving => {
-                status.verification = Some(verification("Verified", None));
-                let tls = if request.tls { " over HTTPS" } else { "" };
-                Ok(report(
-                    status,
-                    notes,
-                    Readiness::ready(
-                        Reason::Available,
-                        format!("virtual host {} serves {}{tls}", vhost.id, request.domain),
-                    ),
-                    if request.mode.observing() {
-                        SyncState::Observing
-                    } else {
-                        SyncState::Synced
-                    },
-                    None,
-                ))
-            }
-            HostState::NeedsDeploy
-            | HostState::Deploying(_)
-            | HostState::NeedsCertificate
-            | HostState::Issuing(_)
-                if !act =>
-            {
-                status.verification = Some(verification("Pending", None));
-                let msg = format!("virtual host {} is not serving yet", vhost.id);
-                Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::NotServing, msg),
-                    SyncState::Observing,
-                    Some(DOMAIN_POLL),
-                ))
-            }
-            HostState::NeedsDeploy => {
-                let action = self.deploy_virtual_host(vhost.id, &[]).await?;
-                notes.push(Note::normal(
-                    Reason::HostDeployStarted,
-                    "Deploy",
-                    format!(
-                        "deploying virtual host {} to the servers (action {action})",
-                        vhost.id
-                    ),
+                    format!("{domain} now serves {to} (was {from})"),
                 ));
-                status.verification = Some(verification("Pending", None));
-                let msg = format!("virtual host deploy action {action} started");
-                Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::Deploying, msg.clone()),
-                    SyncState::Progressing {
-                        reason: Reason::Deploying,
-                        message: msg,
-                    },
-                    Some(DOMAIN_POLL),
-                ))
             }
-            HostState::Deploying(action) => {
-                status.verification = Some(verification("Pending", None));
-                let msg = format!("virtual host deploy action {action} is running");
-                Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::Deploying, msg.clone()),
-                    SyncState::Progressing {
-                        reason: Reason::Deploying,
-                        message: msg,
-                    },
-                    Some(DOMAIN_POLL),
-                ))
-            }
-            HostState::DeployFailed(action) => {
-                let why = self.action_failure(action).await?;
-                let msg = format!("virtual host deploy action {action} failed: {why}");
-                status.verification = Some(verification("Failed", Some(why)));
-                if request.mode.requested && act {
-                    // Asked to retry: deploy again.
-                    let retry = self.deploy_virtual_host(vhost.id, &[]).await?;
-                    notes.push(Note::normal(
-                        Reason::HostDeployStarted,
-                        "Deploy",
-                        format!("deploying virtual host {} again (action {retry})", vhost.id),
-                    ));
-                }
-                Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::DeployFailed, msg.clone()),
-                    SyncState::Stalled {
-                        reason: Reason::DeployFailed,
-                        message: msg,
-                    },
+            (DomainOp::Deploy { again }, DomainAnswer::Action(action)) => {
+                let host = report.status.external_id.clone().unwrap_or_default();
+                let what = if *again {
+                    format!("deploying virtual host {host} again (action {action})")
+                } else {
+                    format!("deploying virtual host {host} to the servers (action {action})")
+                };
+                report
+                    .notes
+                    .push(Note::normal(Reason::HostDeployStarted, "Deploy", what));
+                pending(
+                    report,
+                    Reason::Deploying,
+                    format!("virtual host deploy action {action} started"),
                     None,
-                ))
+                );
             }
-            HostState::NeedsCertificate => {
-                let cert = self
-                    .create_ssl_certificate(
-                        env_id,
-                        &CreateSslCertificate {
-                            virtual_host_id: vhost.id,
-                            issuer: "lets-encrypt".into(),
-                            certificate_type: Some("single-domain".into()),
-                            validation_level: Some("DV".into()),
-                        },
-                    )
-                    .await?;
-                notes.push(Note::normal(
+            (DomainOp::RequestCertificate { .. }, DomainAnswer::Certificate(id)) => {
+                report.notes.push(Note::normal(
                     Reason::CertificateRequested,
                     "Certificate",
-                    format!(
-                        "requested a Let's Encrypt certificate {} for {}",
-                        cert.id, request.domain
-                    ),
+                    format!("requested a Let's Encrypt certificate {id} for {domain}"),
                 ));
-                status.verification = Some(verification(
-                    "Pending",
-                    Some("certificate requested".into()),
-                ));
-                let msg = format!("certificate {} is being issued", cert.id);
-                Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::CertificatePending, msg.clone()),
-                    SyncState::Progressing {
-                        reason: Reason::CertificatePending,
-                        message: msg,
-                    },
-                    Some(DOMAIN_POLL),
-                ))
-            }
-            HostState::Issuing(_) => {
-                let msg = format!(
-                    "the certificate for {} is being issued: Let's Encrypt validates it once DNS points at the servers",
-                    request.domain
+                pending(
+                    report,
+                    Reason::CertificatePending,
+                    format!("certificate {id} is being issued"),
+                    Some("certificate requested"),
                 );
-                status.verification = Some(verification(
-                    "Pending",
-                    Some("certificate being issued".into()),
+            }
+            (DomainOp::RemoveCertificate(id), _) => {
+                report.notes.push(Note::normal(
+                    Reason::CertificateRetry,
+                    "Certificate",
+                    format!("removed failed certificate {id} to request it again"),
                 ));
-                Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::CertificatePending, msg.clone()),
-                    SyncState::Progressing {
-                        reason: Reason::CertificatePending,
-                        message: msg,
-                    },
-                    Some(DOMAIN_POLL),
-                ))
             }
-            HostState::CertificateFailed(action) => {
-                let why = self.action_failure(action).await?;
-                let msg = format!(
-                    "issuing the certificate for {} failed: {why}; check the DNS records and set bosun.dev/reconcile-requested-at to retry",
-                    request.domain
-                );
-                if request.mode.requested && act {
-                    if let Some(cert) = &vhost.ssl_certificate {
-                        // A fresh request is the way to retry issuing.
-                        self.delete_ssl_certificate(cert.id).await?;
-                        notes.push(Note::normal(
-                            Reason::CertificateRetry,
-                            "Certificate",
-                            format!("removed failed certificate {} to request it again", cert.id),
-                        ));
-                    }
-                }
-                status.verification = Some(verification("Failed", Some(why)));
-                Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::CertificateFailed, msg.clone()),
-                    SyncState::Stalled {
-                        reason: Reason::CertificateFailed,
-                        message: msg,
-                    },
-                    if request.mode.requested {
-                        Some(DOMAIN_POLL)
-                    } else {
-                        None
-                    },
-                ))
-            }
+            _ => {}
         }
+        Flow::Continue
+    }
+}
+
+#[async_trait]
+impl DomainDriver for Devopness {
+    async fn reconcile(
+        &self,
+        request: &DomainRequest<'_>,
+    ) -> Result<Report<DomainBindingStatus>, ReconcileError> {
+        plan::reconcile(self, request, request.mode, &NameIsTheKey).await
     }
 
     async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError> {
@@ -481,6 +720,8 @@ impl DomainDriver for Devopness {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::plan::table;
+    use crate::core::reconciler::Mode;
 
     fn routes(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
         pairs
@@ -495,6 +736,175 @@ mod tests {
             b.extend(extra.clone());
         }
         serde_json::from_value(base).expect("virtual host")
+    }
+
+    fn observed(vhost: Option<VirtualHost>, failure: Option<&str>) -> Observed {
+        Observed {
+            env_id: 1,
+            desired_app: Some(7),
+            addresses: vec!["10.0.0.1".into()],
+            vhost,
+            failure: failure.map(str::to_string),
+        }
+    }
+
+    fn request<'a>(
+        previous: &'a DomainBindingStatus,
+        generation: i64,
+        mode: Mode,
+    ) -> DomainRequest<'a> {
+        DomainRequest {
+            key: "team/shop".into(),
+            domain: "shop.example.com",
+            routes: routes(&[("/", &["7"])]),
+            tls: true,
+            previous,
+            generation,
+            observed_generation: Some(1),
+            mode,
+        }
+    }
+
+    #[test]
+    fn plan_table() {
+        use StepAction::{Await, Create, Delete, Start, Update};
+        let owning = DomainBindingStatus {
+            owned_paths: vec!["/".into()],
+            ..Default::default()
+        };
+        let deployed = serde_json::json!({"application": {"id": 7},
+            "last_action": {"id": 9, "status": "completed"}});
+        let with = |extra: serde_json::Value| {
+            let mut v = deployed.clone();
+            if let (Some(b), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                b.extend(e.clone());
+            }
+            vhost(v)
+        };
+        let requested = Mode {
+            requested: true,
+            ..Mode::SEND
+        };
+        type Case<'a> = (&'a str, i64, Mode, Observed, Vec<table::Row<'a>>, Reason);
+        let rows: Vec<Case<'_>> = vec![
+            (
+                "absent: the whole rollout",
+                1,
+                Mode::SEND,
+                observed(None, None),
+                vec![
+                    (Create, "virtual host", "<new>", false, vec!["spec.routes"]),
+                    (Start, "virtual host", "<step 1>", false, vec![]),
+                    (Await, "action", "<step 2>", false, vec![]),
+                    (Create, "certificate", "<new>", false, vec![]),
+                    (Await, "certificate", "<step 4>", false, vec![]),
+                ],
+                Reason::NotServing,
+            ),
+            (
+                "serving",
+                1,
+                Mode::SEND,
+                observed(
+                    Some(with(
+                        serde_json::json!({"ssl_certificate": {"id": 3, "active": true}}),
+                    )),
+                    None,
+                ),
+                vec![],
+                Reason::Available,
+            ),
+            (
+                "sent elsewhere at the platform: drift, deployed again",
+                1,
+                Mode::SEND,
+                observed(
+                    Some(vhost(serde_json::json!({"application": {"id": 8},
+                        "last_action": {"id": 9, "status": "completed"},
+                        "ssl_certificate": {"id": 3, "active": true}}))),
+                    None,
+                ),
+                vec![
+                    (Update, "virtual host", "5", true, vec!["spec.routes"]),
+                    (Start, "virtual host", "5", false, vec![]),
+                    (Await, "action", "<step 2>", false, vec![]),
+                ],
+                Reason::NotServing,
+            ),
+            (
+                "a deploy in flight, then the certificate",
+                1,
+                Mode::SEND,
+                observed(
+                    Some(vhost(serde_json::json!({"application": {"id": 7},
+                        "last_action": {"id": 9, "status": "in-progress"}}))),
+                    None,
+                ),
+                vec![
+                    (Await, "action", "9", false, vec![]),
+                    (Create, "certificate", "<new>", false, vec![]),
+                    (Await, "certificate", "<step 2>", false, vec![]),
+                ],
+                Reason::Deploying,
+            ),
+            (
+                "a failed deploy waits to be asked",
+                1,
+                Mode::SEND,
+                observed(
+                    Some(vhost(serde_json::json!({"application": {"id": 7},
+                        "last_action": {"id": 9, "status": "failed"}}))),
+                    Some("no servers"),
+                ),
+                vec![],
+                Reason::DeployFailed,
+            ),
+            (
+                "a failed certificate, asked to retry",
+                1,
+                requested,
+                observed(
+                    Some(with(
+                        serde_json::json!({"ssl_certificate": {"id": 3, "active": false,
+                        "last_action": {"id": 11, "status": "failed"}}}),
+                    )),
+                    Some("DNS does not point here"),
+                ),
+                vec![
+                    (Delete, "certificate", "3", false, vec![]),
+                    (Create, "certificate", "<new>", false, vec![]),
+                    (Await, "certificate", "<step 2>", false, vec![]),
+                ],
+                Reason::CertificateFailed,
+            ),
+        ];
+        for (case, generation, mode, observed, steps, reason) in rows {
+            let planned = plan_domain(&request(&owning, generation, mode), &observed);
+            table::assert_steps(&planned.plan, &steps, case);
+            assert_eq!(planned.report.readiness.reason, reason, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_failure_names_the_platform_reason_and_an_observed_host_is_not_followed() {
+        let fresh = DomainBindingStatus::default();
+        let failed = observed(
+            Some(vhost(serde_json::json!({"application": {"id": 7},
+                "last_action": {"id": 9, "status": "failed"}}))),
+            Some("no servers"),
+        );
+        let planned = plan_domain(&request(&fresh, 1, Mode::SEND), &failed);
+        assert!(planned.report.readiness.message.contains("no servers"));
+        let deploying = observed(
+            Some(vhost(serde_json::json!({"application": {"id": 7},
+                "last_action": {"id": 9, "status": "in-progress"}}))),
+            None,
+        );
+        let observe = Mode::SEND.governed_by(crate::api::ManagementPolicy::Observe);
+        let planned = plan_domain(&request(&fresh, 1, observe), &deploying);
+        assert_eq!(planned.report.sync, SyncState::Observing);
+        assert_eq!(planned.report.readiness.reason, Reason::NotServing);
+        assert!(planned.report.status.owned_paths.is_empty());
     }
 
     #[test]
