@@ -23,6 +23,9 @@ use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::drivers::{DomainDriver, DomainRequest};
 use crate::core::error::ReconcileError;
+use crate::core::plan::{
+    self, Change, Flow, NameIsTheKey, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, StepRef,
+};
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::core::seam::{ErrorKind, PlatformError};
@@ -155,25 +158,8 @@ pub fn verification(
     }
 }
 
-fn report(
-    status: DomainBindingStatus,
-    notes: Vec<Note>,
-    readiness: Readiness,
-    sync: SyncState,
-    requeue_after: Option<Duration>,
-) -> Report<DomainBindingStatus> {
-    Report {
-        status,
-        readiness,
-        sync,
-        requeue_after,
-        notes,
-        plan: Default::default(),
-    }
-}
-
-/// Where a domain is added: its owner, and what it points at there.
-struct Target {
+#[derive(Clone, Debug)]
+pub struct Target {
     owner: Owner,
     /// The instance's URL (an instance domain needs a link).
     link: Option<String>,
@@ -333,165 +319,350 @@ impl SpheronClient {
     }
 }
 
+/// What `observe` found: the site or instance the spec routes the domain to, where status
+/// last saw it, the domain on the target if it is there, and where DNS must point.
+pub struct Observed {
+    target: Target,
+    previous: Option<DomainRef>,
+    found: Option<Domain>,
+    cdn: CdnRecords,
+}
+
+/// The request a DomainBinding step carries.
+#[derive(Clone, Debug)]
+pub enum DomainOp {
+    /// Takes the domain off the site or instance it was on (Spheron keeps names unique).
+    Remove(DomainRef),
+    Add {
+        target: Target,
+        cdn: CdnRecords,
+    },
+    /// Asks Spheron to check the DNS records of the step's domain now.
+    Verify(Owner),
+}
+
+/// What Spheron answers a step with.
+pub enum DomainAnswer {
+    Removed,
+    Added(Box<Domain>, Vec<DnsRecord>),
+    Verified(bool),
+    /// Spheron refused to verify, in its words.
+    Refused(String),
+}
+
+fn dns_text(report: &Report<DomainBindingStatus>) -> (Vec<DnsRecord>, String) {
+    let records = report
+        .status
+        .verification
+        .as_ref()
+        .map(|v| v.dns_records.clone())
+        .unwrap_or_default();
+    let text = records
+        .iter()
+        .map(|r| format!("{} {} {}", r.type_, r.name, r.value))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (records, text)
+}
+
+/// The report of a domain that waits for its DNS records (pure).
+fn waiting_for_dns(report: &mut Report<DomainBindingStatus>, observing: bool) {
+    let (records, wanted) = dns_text(report);
+    report.status.verification = Some(verification(false, None, records));
+    let msg = format!("waiting for DNS: create {wanted}");
+    report.readiness = Readiness::not_ready(Reason::DomainNotVerified, msg.clone());
+    report.sync = if observing {
+        SyncState::Observing
+    } else {
+        SyncState::Progressing {
+            reason: Reason::WaitingForDns,
+            message: msg,
+        }
+    };
+    report.requeue_after = Some(VERIFY_POLL);
+}
+
+fn verified(report: &mut Report<DomainBindingStatus>, name: &str, owner: &Owner, observing: bool) {
+    let (records, _) = dns_text(report);
+    report.status.verification = Some(verification(true, None, records));
+    report.readiness =
+        Readiness::ready(Reason::Available, format!("{name} is verified on {owner}"));
+    report.sync = if observing {
+        SyncState::Observing
+    } else {
+        SyncState::Synced
+    };
+    report.requeue_after = None;
+}
+
+/// Plans a DomainBinding (pure): move the domain off the site or instance it was on when the
+/// route changed, add it to the spec's, and ask for verification until it is verified.
+fn plan_domain(
+    request: &DomainRequest<'_>,
+    observed: &Observed,
+) -> Planned<DomainOp, DomainBindingStatus> {
+    let name = request.domain.to_string();
+    let owner = &observed.target.owner;
+    let observing = request.mode.observing();
+    let mut status = request.previous.clone();
+    if request.mode.hold.is_none() {
+        status.owned_paths = request.routes.keys().cloned().collect();
+    }
+    let domain = |id: ObjectId| plan::Target {
+        kind: "domain",
+        name: name.clone(),
+        id,
+    };
+    let mut plan = Plan::default();
+    let moved = observed.previous.clone().filter(|p| &p.owner != owner);
+    if let Some(prev) = &moved {
+        plan.push(Step {
+            action: StepAction::Delete,
+            target: domain(ObjectId::Known(prev.domain_id.clone())),
+            changes: vec![Change::new(
+                "spec.routes",
+                Some(prev.owner.to_string()),
+                Some(owner.to_string()),
+            )],
+            drift: false,
+            summary: format!("take {name} off {}", prev.owner),
+            deadline: None,
+            record: None,
+            op: DomainOp::Remove(prev.clone()),
+        });
+    }
+    let mut report = Report::settled(
+        status,
+        Vec::new(),
+        Readiness::not_ready(Reason::NotFound, String::new()),
+        false,
+    );
+    let verify_target = match &observed.found {
+        Some(d) => {
+            report.status.external_id = Some(
+                DomainRef {
+                    owner: owner.clone(),
+                    domain_id: d.id.clone(),
+                }
+                .to_string(),
+            );
+            report.status.verification =
+                Some(verification(d.verified, None, records(d, &observed.cdn)));
+            if d.verified {
+                verified(&mut report, &name, owner, observing);
+                None
+            } else {
+                waiting_for_dns(&mut report, observing);
+                Some(ObjectId::Known(d.id.clone()))
+            }
+        }
+        None => {
+            let msg = format!("{owner} has no domain {name}");
+            report.readiness = Readiness::not_ready(Reason::NotFound, msg.clone());
+            if observing {
+                report.sync = SyncState::Stalled {
+                    reason: Reason::ExternalObjectNotFound,
+                    message: msg,
+                };
+            }
+            let add = plan.push(Step {
+                action: StepAction::Create,
+                target: domain(ObjectId::New),
+                changes: Vec::new(),
+                drift: false,
+                summary: format!("add domain {name} to {owner}"),
+                deadline: None,
+                record: None,
+                op: DomainOp::Add {
+                    target: observed.target.clone(),
+                    cdn: observed.cdn.clone(),
+                },
+            });
+            Some(ObjectId::FromStep(add))
+        }
+    };
+    if let Some(id) = verify_target {
+        plan.push(Step {
+            action: StepAction::Start,
+            target: domain(id),
+            changes: Vec::new(),
+            drift: false,
+            summary: format!("ask Spheron to check the DNS records of {name}"),
+            deadline: None,
+            record: None,
+            op: DomainOp::Verify(owner.clone()),
+        });
+    }
+    if let (Some(prev), true) = (&moved, observing) {
+        // An observed domain is reported where it is.
+        report.readiness = Readiness::not_ready(
+            Reason::RoutesDiffer,
+            format!("{name} is on {}, the spec routes it to {owner}", prev.owner),
+        );
+        report.sync = SyncState::Observing;
+        report.requeue_after = None;
+    }
+    Planned {
+        plan,
+        report,
+        adopt: None,
+    }
+}
+
+#[async_trait]
+impl<'r> PlanSeam<DomainRequest<'r>, DomainBindingStatus> for SpheronClient {
+    type Answer = DomainAnswer;
+    type Op = DomainOp;
+    type Observation = Observed;
+
+    async fn observe(&self, request: &DomainRequest<'r>) -> Result<Observed, ReconcileError> {
+        let workspace = desired_workspace(&request.routes)?;
+        let target = self.target_of(workspace).await?;
+        let found = self
+            .owner_domains(&target.owner)
+            .await?
+            .into_iter()
+            .find(|d| d.name.eq_ignore_ascii_case(request.domain));
+        Ok(Observed {
+            target,
+            previous: request
+                .previous
+                .external_id
+                .as_deref()
+                .and_then(DomainRef::parse),
+            found,
+            cdn: self.cdn_records_cached().await?,
+        })
+    }
+
+    fn plan(
+        &self,
+        request: &DomainRequest<'r>,
+        observed: &Observed,
+    ) -> Result<Planned<DomainOp, DomainBindingStatus>, ReconcileError> {
+        Ok(plan_domain(request, observed))
+    }
+
+    async fn execute(
+        &self,
+        step: &Step<DomainOp>,
+        answers: &[DomainAnswer],
+    ) -> Result<DomainAnswer, ReconcileError> {
+        Ok(match &step.op {
+            DomainOp::Remove(prev) => {
+                self.remove_domain(&prev.owner, &prev.domain_id).await?;
+                DomainAnswer::Removed
+            }
+            DomainOp::Add { target, cdn } => {
+                let d = self.add_domain(target, &step.target.name).await?;
+                let dns = records(&d, cdn);
+                DomainAnswer::Added(Box::new(d), dns)
+            }
+            DomainOp::Verify(owner) => {
+                let id = match &step.target.id {
+                    ObjectId::Known(id) => id.clone(),
+                    ObjectId::FromStep(StepRef(n)) => match answers.get(*n) {
+                        Some(DomainAnswer::Added(d, _)) => d.id.clone(),
+                        _ => {
+                            return Err(ReconcileError::user(
+                                Reason::CreateOutcomeUnknown,
+                                "a step refers to a domain id that no earlier step returned",
+                            ))
+                        }
+                    },
+                    ObjectId::New => {
+                        return Err(ReconcileError::user(
+                            Reason::CreateOutcomeUnknown,
+                            "a verify step names no domain",
+                        ))
+                    }
+                };
+                match self.verify_domain(owner, &id).await {
+                    Ok(v) => DomainAnswer::Verified(v.verified()),
+                    Err(e) if e.kind == ErrorKind::Invalid => DomainAnswer::Refused(e.message),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })
+    }
+
+    fn answered_id(&self, answer: &DomainAnswer) -> Option<String> {
+        match answer {
+            DomainAnswer::Added(d, _) => Some(d.id.clone()),
+            _ => None,
+        }
+    }
+
+    fn answered(
+        &self,
+        report: &mut Report<DomainBindingStatus>,
+        step: &Step<DomainOp>,
+        answer: &DomainAnswer,
+    ) -> Flow {
+        let name = &step.target.name;
+        match (&step.op, answer) {
+            (DomainOp::Remove(prev), _) => {
+                let to = step
+                    .changes
+                    .first()
+                    .and_then(|c| c.to.clone())
+                    .unwrap_or_default();
+                report.notes.push(Note::normal(
+                    Reason::RoutesUpdated,
+                    "Route",
+                    format!("moved {name} from {} to {to}", prev.owner),
+                ));
+                report.status.external_id = None;
+            }
+            (DomainOp::Add { target, .. }, DomainAnswer::Added(d, dns)) => {
+                report.notes.push(Note::normal(
+                    Reason::Created,
+                    "Create",
+                    format!("added domain {name} to {}", target.owner),
+                ));
+                report.status.external_id = Some(
+                    DomainRef {
+                        owner: target.owner.clone(),
+                        domain_id: d.id.clone(),
+                    }
+                    .to_string(),
+                );
+                report.status.verification = Some(verification(false, None, dns.clone()));
+                waiting_for_dns(report, false);
+            }
+            (DomainOp::Verify(owner), DomainAnswer::Verified(true)) => {
+                report.notes.push(Note::normal(
+                    Reason::Verified,
+                    "Verify",
+                    format!("Spheron verified {name}"),
+                ));
+                verified(report, name, owner, false);
+            }
+            (DomainOp::Verify(_), DomainAnswer::Refused(why)) => {
+                let (records, wanted) = dns_text(report);
+                report.status.verification = Some(verification(false, Some(why.clone()), records));
+                *report = Report::stalled(
+                    report.status.clone(),
+                    std::mem::take(&mut report.notes),
+                    Reason::VerificationFailed,
+                    format!(
+                        "Spheron refused to verify {name}: {why}; check the DNS records ({wanted}) and set bosun.dev/reconcile-requested-at to try again"
+                    ),
+                );
+            }
+            _ => {}
+        }
+        Flow::Continue
+    }
+}
+
 #[async_trait]
 impl DomainDriver for SpheronClient {
     async fn reconcile(
         &self,
         request: &DomainRequest<'_>,
     ) -> Result<Report<DomainBindingStatus>, ReconcileError> {
-        let act = request.mode.act();
-        let mut status = request.previous.clone();
-        let mut notes = Vec::new();
-        let workspace = desired_workspace(&request.routes)?;
-        let target = self.target_of(workspace).await?;
-
-        // The route moved to another Workspace: the domain leaves its old owner first
-        // (Spheron keeps domain names unique).
-        let previous = status.external_id.as_deref().and_then(DomainRef::parse);
-        if let Some(prev) = previous.filter(|p| p.owner != target.owner) {
-            if !act {
-                let msg = format!(
-                    "{} is on {}, the spec routes it to {}",
-                    request.domain, prev.owner, target.owner
-                );
-                return Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::RoutesDiffer, msg),
-                    SyncState::Observing,
-                    None,
-                ));
-            }
-            self.remove_domain(&prev.owner, &prev.domain_id).await?;
-            notes.push(Note::normal(
-                Reason::RoutesUpdated,
-                "Route",
-                format!(
-                    "moved {} from {} to {}",
-                    request.domain, prev.owner, target.owner
-                ),
-            ));
-            status.external_id = None;
-        }
-
-        let found = self
-            .owner_domains(&target.owner)
-            .await?
-            .into_iter()
-            .find(|d| d.name.eq_ignore_ascii_case(request.domain));
-        let domain = match found {
-            Some(d) => d,
-            None if act => {
-                let d = self.add_domain(&target, request.domain).await?;
-                notes.push(Note::normal(
-                    Reason::Created,
-                    "Create",
-                    format!("added domain {} to {}", request.domain, target.owner),
-                ));
-                d
-            }
-            None => {
-                let msg = format!("{} has no domain {}", target.owner, request.domain);
-                return Ok(report(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::NotFound, msg.clone()),
-                    if request.mode.observing() {
-                        SyncState::Stalled {
-                            reason: Reason::ExternalObjectNotFound,
-                            message: msg,
-                        }
-                    } else {
-                        SyncState::Synced
-                    },
-                    None,
-                ));
-            }
-        };
-        status.external_id = Some(
-            DomainRef {
-                owner: target.owner.clone(),
-                domain_id: domain.id.clone(),
-            }
-            .to_string(),
-        );
-        if act {
-            status.owned_paths = request.routes.keys().cloned().collect();
-        }
-
-        // Verification: the user creates the records; bosun asks Spheron to check them.
-        let dns = records(&domain, &self.cdn_records_cached().await?);
-        let mut verified = domain.verified;
-        let mut refused = None;
-        if !verified && act {
-            match self.verify_domain(&target.owner, &domain.id).await {
-                Ok(v) => {
-                    verified = v.verified();
-                    if verified {
-                        notes.push(Note::normal(
-                            Reason::Verified,
-                            "Verify",
-                            format!("Spheron verified {}", request.domain),
-                        ));
-                    }
-                }
-                Err(e) if e.kind == ErrorKind::Invalid => refused = Some(e.message),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let wanted: Vec<String> = dns
-            .iter()
-            .map(|r| format!("{} {} {}", r.type_, r.name, r.value))
-            .collect();
-        status.verification = Some(verification(verified, refused.clone(), dns));
-        if let Some(why) = refused {
-            let msg = format!(
-                "Spheron refused to verify {}: {why}; check the DNS records ({}) and set bosun.dev/reconcile-requested-at to try again",
-                request.domain,
-                wanted.join("; ")
-            );
-            return Ok(report(
-                status,
-                notes,
-                Readiness::not_ready(Reason::VerificationFailed, msg.clone()),
-                SyncState::Stalled {
-                    reason: Reason::VerificationFailed,
-                    message: msg,
-                },
-                None,
-            ));
-        }
-        if !verified {
-            let msg = format!("waiting for DNS: create {}", wanted.join("; "));
-            return Ok(report(
-                status,
-                notes,
-                Readiness::not_ready(Reason::DomainNotVerified, msg.clone()),
-                if request.mode.observing() {
-                    SyncState::Observing
-                } else {
-                    SyncState::Progressing {
-                        reason: Reason::WaitingForDns,
-                        message: msg,
-                    }
-                },
-                Some(VERIFY_POLL),
-            ));
-        }
-        Ok(report(
-            status,
-            notes,
-            Readiness::ready(
-                Reason::Available,
-                format!("{} is verified on {}", request.domain, target.owner),
-            ),
-            if request.mode.observing() {
-                SyncState::Observing
-            } else {
-                SyncState::Synced
-            },
-            None,
-        ))
+        plan::reconcile(self, request, request.mode, &NameIsTheKey).await
     }
 
     async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError> {
@@ -519,6 +690,8 @@ impl DomainDriver for SpheronClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::plan::table;
+    use crate::core::reconciler::Mode;
 
     fn routes(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
         pairs
@@ -532,6 +705,105 @@ mod tests {
             "_id": "65f000000000000000001111", "name": name, "type": kind, "verified": false
         }))
         .expect("domain")
+    }
+
+    fn observed(previous: Option<&str>, found: Option<Domain>) -> Observed {
+        Observed {
+            target: Target {
+                owner: Owner::Project("p2".into()),
+                link: None,
+                environment: Some("production".into()),
+            },
+            previous: previous.and_then(DomainRef::parse),
+            found,
+            cdn: CdnRecords {
+                ipv4: Some("203.0.113.7".into()),
+                cname: Some("cdn.spheron.app".into()),
+            },
+        }
+    }
+
+    fn verified_domain() -> Domain {
+        let mut d = domain("docs.example.com", "subdomain");
+        d.verified = true;
+        d
+    }
+
+    #[test]
+    fn plan_table() {
+        use StepAction::{Create, Delete, Start};
+        let previous = DomainBindingStatus {
+            owned_paths: vec!["/".into()],
+            ..Default::default()
+        };
+        let id = "65f000000000000000001111";
+        let rows: Vec<(&str, Observed, Vec<table::Row<'_>>, Reason)> = vec![
+            (
+                "absent: add, then verify",
+                observed(None, None),
+                vec![
+                    (Create, "domain", "<new>", false, vec![]),
+                    (Start, "domain", "<step 1>", false, vec![]),
+                ],
+                Reason::NotFound,
+            ),
+            (
+                "verified",
+                observed(Some("projects/p2/domains/x"), Some(verified_domain())),
+                vec![],
+                Reason::Available,
+            ),
+            (
+                "waiting for DNS",
+                observed(None, Some(domain("docs.example.com", "subdomain"))),
+                vec![(Start, "domain", id, false, vec![])],
+                Reason::DomainNotVerified,
+            ),
+            (
+                "the route moved to another site",
+                observed(Some("projects/p1/domains/d1"), None),
+                vec![
+                    (Delete, "domain", "d1", false, vec!["spec.routes"]),
+                    (Create, "domain", "<new>", false, vec![]),
+                    (Start, "domain", "<step 2>", false, vec![]),
+                ],
+                Reason::NotFound,
+            ),
+        ];
+        for (case, observed, steps, reason) in rows {
+            let request = DomainRequest {
+                key: "team/docs".into(),
+                domain: "docs.example.com",
+                routes: routes(&[("/", &["p2"])]),
+                tls: true,
+                previous: &previous,
+                generation: 1,
+                observed_generation: Some(1),
+                mode: Mode::SEND,
+            };
+            let planned = plan_domain(&request, &observed);
+            table::assert_steps(&planned.plan, &steps, case);
+            assert_eq!(planned.report.readiness.reason, reason, "{case}");
+        }
+    }
+
+    #[test]
+    fn an_observed_domain_on_another_site_is_reported_where_it_is() {
+        let previous = DomainBindingStatus::default();
+        let request = DomainRequest {
+            key: "team/docs".into(),
+            domain: "docs.example.com",
+            routes: routes(&[("/", &["p2"])]),
+            tls: true,
+            previous: &previous,
+            generation: 1,
+            observed_generation: Some(1),
+            mode: Mode::SEND.governed_by(crate::api::ManagementPolicy::Observe),
+        };
+        let planned = plan_domain(&request, &observed(Some("projects/p1/domains/d1"), None));
+        assert_eq!(planned.report.readiness.reason, Reason::RoutesDiffer);
+        assert_eq!(planned.report.sync, SyncState::Observing);
+        assert!(planned.report.status.owned_paths.is_empty());
     }
 
     #[test]
