@@ -57,7 +57,12 @@ fn plan_scale(
             Reason::Available,
             format!("{service} runs {observed} replicas"),
         );
-        return Planned::nothing(Report::settled(status, Vec::new(), readiness, false));
+        return Planned::nothing(Report::settled(
+            status,
+            Vec::new(),
+            readiness,
+            request.mode.observing(),
+        ));
     }
     let readiness = Readiness::not_ready(
         Reason::ReplicasDiffer,
@@ -94,7 +99,7 @@ fn plan_scale(
     });
     Planned {
         plan,
-        report: Report::settled(status, Vec::new(), readiness, false),
+        report: Report::settled(status, Vec::new(), readiness, request.mode.observing()),
         adopt: None,
     }
 }
@@ -246,6 +251,13 @@ mod tests {
             table::assert_steps(&planned.plan, steps, case);
             assert_eq!(planned.report.readiness.reason, *reason, "{case}");
             assert_eq!(planned.report.status.replicas, Some(*replicas), "{case}");
+        }
+        // Under the Workspace's `managementPolicy: Observe` the count is reported, not set.
+        let mut observed = request(&previous, 1);
+        observed.mode = Mode::SEND.governed_by(crate::api::ManagementPolicy::Observe);
+        for replicas in [3, 1] {
+            let planned = plan_scale(&observed, &running(replicas));
+            assert_eq!(planned.report.sync, SyncState::Observing, "{replicas}");
         }
         let planned = plan_scale(&request(&previous, 2), &running(1));
         assert_eq!(

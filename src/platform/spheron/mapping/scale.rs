@@ -142,7 +142,7 @@ fn plan_scale(
                 status,
                 Vec::new(),
                 readiness,
-                false,
+                request.mode.observing(),
             )));
         }
         ScalePlan::Scale { observed, services } => (observed, services),
@@ -187,7 +187,7 @@ fn plan_scale(
     });
     Ok(Planned {
         plan,
-        report: Report::settled(status, Vec::new(), readiness, false),
+        report: Report::settled(status, Vec::new(), readiness, request.mode.observing()),
         adopt: None,
     })
 }
