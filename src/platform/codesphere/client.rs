@@ -1,209 +1,23 @@
 //! The Codesphere Public API client (`shared/specs/codesphere-openapi.json`): every endpoint the
 //! mapping needs, typed, with errors carrying the platform's `{status, title, detail, traceId}`.
+//! The bodies are in `wire.rs`, the error answers in `errors.rs`.
 
+pub use super::wire::*;
+
+use super::errors::check;
 use crate::api::PlatformType;
 use crate::core::drivers::DeepChecks;
 use crate::core::seam::{Connection, Credential, ErrorKind, Platform, PlatformError};
-use crate::platform::http::{
-    check_answer, kind_for_status, not_found_is_none, to_value, ApiClient,
-};
+use crate::platform::http::{not_found_is_none, to_value, ApiClient};
 use crate::platform::listing::SharedListings;
 use async_trait::async_trait;
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex as AsyncMutex;
-
-/// The error body of every non-2xx answer.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Problem {
-    status: Option<u16>,
-    title: Option<String>,
-    detail: Option<String>,
-    trace_id: Option<String>,
-}
-
-/// A team, as `GET /teams` lists it (only the fields bosun reads).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Team {
-    pub id: i64,
-    pub name: String,
-}
-
-/// A workspace (the fields bosun reads or writes).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Workspace {
-    pub id: i64,
-    pub team_id: i64,
-    pub name: String,
-    pub plan_id: i64,
-    pub replicas: i32,
-    #[serde(default)]
-    pub git_url: Option<String>,
-    #[serde(default)]
-    pub initial_branch: Option<String>,
-    #[serde(default)]
-    pub dev_domain: Option<String>,
-    #[serde(default)]
-    pub base_image: Option<String>,
-    #[serde(default)]
-    pub restricted: bool,
-}
-
-impl crate::core::drivers::Identified for Workspace {
-    fn platform_id(&self) -> i64 {
-        self.id
-    }
-    fn platform_name(&self) -> &str {
-        &self.name
-    }
-}
-
-/// `POST /workspaces` body.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateWorkspace {
-    pub team_id: i64,
-    pub name: String,
-    pub plan_id: i64,
-    pub is_private_repo: bool,
-    pub replicas: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub git_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub initial_branch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub git_ref: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub base_image: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub restricted: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub storage_mib: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vpn_config: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<EnvVar>,
-}
-
-/// `PATCH /workspaces/{id}` body: only the fields to change.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct UpdateWorkspace {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub plan_id: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replicas: Option<i32>,
-}
-
-impl UpdateWorkspace {
-    pub fn is_empty(&self) -> bool {
-        self == &UpdateWorkspace::default()
-    }
-}
-
-/// An environment variable.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-pub struct EnvVar {
-    pub name: String,
-    pub value: String,
-}
-
-/// A plan from `GET /metadata/workspace-plans`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Plan {
-    pub id: i64,
-    pub title: String,
-    #[serde(default)]
-    pub deprecated: bool,
-    pub max_replicas: i32,
-}
-
-/// A pipeline stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    Prepare,
-    Test,
-    Run,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Prepare => "prepare",
-            Stage::Test => "test",
-            Stage::Run => "run",
-        }
-    }
-}
-
-/// One element of a stage's status: one per server and replica.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct StageElement {
-    pub state: String,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub finished_at: Option<String>,
-    pub replica: String,
-    pub server: String,
-}
-
-/// A domain (the fields bosun reads).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Domain {
-    pub name: String,
-    pub team_id: i64,
-    #[serde(default)]
-    pub workspaces: BTreeMap<String, Vec<i64>>,
-    pub dns_entries: DnsEntries,
-    pub domain_verification_status: Verification,
-    pub certificate_request_status: CertificateStatus,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct DnsEntries {
-    pub a: String,
-    pub cname: String,
-    pub txt: String,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct Verification {
-    pub verified: bool,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct CertificateStatus {
-    pub issued: bool,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    head: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RunningStatus {
-    is_running: bool,
-}
 
 /// How many redirects are followed (Codesphere redirects between data centers).
 const MAX_REDIRECTS: usize = 10;
@@ -671,55 +485,6 @@ fn segment(raw: &str) -> String {
     out
 }
 
-/// Turns a non-2xx answer into a typed error carrying the platform's `title` and `detail`
-/// (the `traceId` is kept apart: it changes with every call).
-async fn check(operation: &str, response: Response) -> Result<Response, PlatformError> {
-    check_answer(response, |status, body| {
-        problem_error(operation, status, body)
-    })
-    .await
-}
-
-/// Classifies an error answer (pure, so every shape is unit-tested).
-pub fn problem_error(operation: &str, status: StatusCode, body: &str) -> PlatformError {
-    let problem: Option<Problem> = serde_json::from_str(body).ok();
-    let mut kind = kind_for_status(status);
-    let (title, detail, trace_id) = match &problem {
-        Some(p) => (p.title.clone(), p.detail.clone(), p.trace_id.clone()),
-        None => (None, None, None),
-    };
-    let text = [title.as_deref(), detail.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(": ");
-    // Plan, seat, billing and quota limits come back as 400 (or 402) with a telling message.
-    let lower = text.to_ascii_lowercase();
-    if kind == ErrorKind::Invalid
-        && ["limit", "quota", "billing", "seats", "exceed"]
-            .iter()
-            .any(|w| lower.contains(w))
-    {
-        kind = ErrorKind::QuotaExceeded;
-    }
-    let shown = if text.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_string()
-    } else {
-        text
-    };
-    let code = problem
-        .as_ref()
-        .and_then(|p| p.status)
-        .unwrap_or(status.as_u16());
-    let mut err = PlatformError::new(
-        kind,
-        format!("codesphere {operation} answered {code}: {shown}"),
-    );
-    err.status = Some(status.as_u16());
-    err.trace_id = trace_id;
-    err
-}
-
 #[async_trait]
 impl Platform for Codesphere {
     fn platform_type(&self) -> PlatformType {
@@ -760,50 +525,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn problem_bodies_become_typed_errors() {
-        let body = r#"{"status":401,"title":"Unauthorized","detail":"Authorization information is missing or invalid.","traceId":"t-1"}"#;
-        let e = problem_error("listTeams", StatusCode::UNAUTHORIZED, body);
-        assert_eq!(e.kind, ErrorKind::Unauthorized);
-        assert_eq!(e.trace_id.as_deref(), Some("t-1"));
-        assert!(e
-            .message
-            .contains("Authorization information is missing or invalid."));
-        assert!(!e.message.contains("t-1"), "trace ids stay out of messages");
-    }
-
-    #[test]
-    fn plan_limits_and_billing_are_quota_errors() {
-        let body = r#"{"status":400,"title":"Bad Request","detail":"Replicas exceed the plan limit of 3","traceId":"x"}"#;
-        assert_eq!(
-            problem_error("updateWorkspace", StatusCode::BAD_REQUEST, body).kind,
-            ErrorKind::QuotaExceeded
-        );
-        let body = r#"{"status":402,"title":"Payment Required","detail":"Missing billing information","traceId":"x"}"#;
-        assert_eq!(
-            problem_error("createWorkspace", StatusCode::PAYMENT_REQUIRED, body).kind,
-            ErrorKind::QuotaExceeded
-        );
-        let body = r#"{"status":400,"title":"Bad Request","detail":"Path or request body variable does not match schema","traceId":"x"}"#;
-        assert_eq!(
-            problem_error("createWorkspace", StatusCode::BAD_REQUEST, body).kind,
-            ErrorKind::Invalid
-        );
-    }
-
-    #[test]
     fn path_segments_are_encoded() {
         assert_eq!(segment("feature/x y"), "feature%2Fx%20y");
         assert_eq!(segment("release-1.2_a~b"), "release-1.2_a~b");
-    }
-
-    #[test]
-    fn non_json_errors_still_say_something() {
-        let e = problem_error(
-            "getWorkspace",
-            StatusCode::BAD_GATEWAY,
-            "<html>bad gateway</html>",
-        );
-        assert_eq!(e.kind, ErrorKind::Unavailable);
-        assert!(e.message.contains("502"), "{}", e.message);
     }
 }

@@ -4,9 +4,11 @@ pub mod client;
 #[cfg(all(test, feature = "sim"))]
 mod conformance;
 pub mod domains;
+mod errors;
 pub mod mapping;
 mod scale;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod wire;
 
 pub use client::Codesphere;
