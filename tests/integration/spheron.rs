@@ -540,6 +540,29 @@ async fn domain_binding_reports_dns_records_and_is_ready_once_verified() {
     .await;
     assert_eq!(domains["domains"][0]["verified"], true, "{domains}");
 
+    // The route moves to another site: the domain leaves the first (Spheron keeps names
+    // unique) and is added to the second, in one plan.
+    apply(ns, &site("blog", "branch: main", "")).await;
+    let blog = id_of(&wait_ready(ns, "workspace/blog").await);
+    apply(ns, &binding("  - {path: /, workspaces: [{name: blog}]}\n")).await;
+    let moved = format!("projects/{blog}/domains/");
+    wait_until(ns, "domainbinding/shop", "moved to the second site", |o| {
+        o["status"]["externalId"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&moved))
+            && o["metadata"]["generation"] == o["status"]["observedGeneration"]
+    })
+    .await;
+    let old = call(
+        &env.server,
+        reqwest::Method::GET,
+        &format!("/v1/project/{project}/domains"),
+        None,
+    )
+    .await;
+    assert_eq!(old["domains"], json!([]), "{old}");
+    let project = blog;
+
     // Deleting the binding removes the domain.
     kubectl(&[
         "delete",
