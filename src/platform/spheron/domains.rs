@@ -395,6 +395,21 @@ fn verified(report: &mut Report<DomainBindingStatus>, name: &str, owner: &Owner,
     report.requeue_after = None;
 }
 
+/// The report of a domain Spheron refused to verify (pure): Stalled until the user fixes
+/// the records and asks again.
+fn refused(report: &mut Report<DomainBindingStatus>, name: &str, why: &str) {
+    let (records, wanted) = dns_text(report);
+    report.status.verification = Some(verification(false, Some(why.to_string()), records));
+    *report = Report::stalled(
+        report.status.clone(),
+        std::mem::take(&mut report.notes),
+        Reason::VerificationFailed,
+        format!(
+            "Spheron refused to verify {name}: {why}; check the DNS records ({wanted}) and set bosun.dev/reconcile-requested-at to try again"
+        ),
+    );
+}
+
 /// Plans a DomainBinding (pure): move the domain off the site or instance it was on when the
 /// route changed, add it to the spec's, and ask for verification until it is verified.
 fn plan_domain(
@@ -638,18 +653,7 @@ impl<'r> PlanSeam<DomainRequest<'r>, DomainBindingStatus> for SpheronClient {
                 ));
                 verified(report, name, owner, false);
             }
-            (DomainOp::Verify(_), DomainAnswer::Refused(why)) => {
-                let (records, wanted) = dns_text(report);
-                report.status.verification = Some(verification(false, Some(why.clone()), records));
-                *report = Report::stalled(
-                    report.status.clone(),
-                    std::mem::take(&mut report.notes),
-                    Reason::VerificationFailed,
-                    format!(
-                        "Spheron refused to verify {name}: {why}; check the DNS records ({wanted}) and set bosun.dev/reconcile-requested-at to try again"
-                    ),
-                );
-            }
+            (DomainOp::Verify(_), DomainAnswer::Refused(why)) => refused(report, name, why),
             _ => {}
         }
         Flow::Continue
@@ -785,6 +789,44 @@ mod tests {
             table::assert_steps(&planned.plan, &steps, case);
             assert_eq!(planned.report.readiness.reason, reason, "{case}");
         }
+    }
+
+    #[test]
+    fn a_refused_verification_stalls_naming_the_records_to_fix() {
+        let previous = DomainBindingStatus::default();
+        let request = DomainRequest {
+            key: "team/docs".into(),
+            domain: "docs.example.com",
+            routes: routes(&[("/", &["p2"])]),
+            tls: true,
+            previous: &previous,
+            generation: 1,
+            observed_generation: Some(1),
+            mode: Mode::SEND,
+        };
+        let observed = observed(None, Some(domain("docs.example.com", "subdomain")));
+        let mut report = plan_domain(&request, &observed).report;
+        refused(&mut report, "docs.example.com", "no CNAME found");
+        assert!(matches!(
+            report.sync,
+            SyncState::Stalled {
+                reason: Reason::VerificationFailed,
+                ..
+            }
+        ));
+        assert!(report.readiness.message.contains("no CNAME found"));
+        assert!(
+            report
+                .readiness
+                .message
+                .contains("CNAME docs.example.com cdn.spheron.app"),
+            "{}",
+            report.readiness.message
+        );
+        let v = report.status.verification.expect("verification");
+        assert_eq!(v.state, "Failed");
+        assert_eq!(v.message.as_deref(), Some("no CNAME found"));
+        assert_eq!(report.requeue_after, None);
     }
 
     #[test]
