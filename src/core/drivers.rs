@@ -2,8 +2,12 @@
 //! Secrets and capabilities, then hands the platform a neutral request; the platform's mapping
 //! observes, plans (pure) and acts, and reports what status should show.
 
-use crate::api::{DomainBindingStatus, ServiceScaleStatus, WorkspaceSpec, WorkspaceStatus};
+use crate::api::{
+    DnsRecord, DomainBindingStatus, ServiceScaleStatus, WorkspaceSpec, WorkspaceStatus,
+};
+use crate::core::conditions::{Readiness, SyncState};
 use crate::core::error::ReconcileError;
+use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Mode, Report};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -114,6 +118,37 @@ impl DomainRequest<'_> {
     pub fn is_drift(&self) -> bool {
         self.observed_generation == Some(self.generation) && !self.previous.owned_paths.is_empty()
     }
+}
+
+/// The DNS records a user must create, for messages: `CNAME shop.example.com cdn.example.net;
+/// …`.
+pub fn dns_records_text(records: &[DnsRecord]) -> String {
+    records
+        .iter()
+        .map(|r| format!("{} {} {}", r.type_, r.name, r.value))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A domain whose DNS records are not in place yet: not Ready, naming the records to create,
+/// and looked at again after `poll`. `Progressing` unless `observing`.
+pub fn awaiting_dns(
+    report: &mut Report<DomainBindingStatus>,
+    records: &[DnsRecord],
+    poll: Duration,
+    observing: bool,
+) {
+    let message = format!("waiting for DNS: create {}", dns_records_text(records));
+    report.readiness = Readiness::not_ready(Reason::DomainNotVerified, message.clone());
+    report.sync = if observing {
+        SyncState::Observing
+    } else {
+        SyncState::Progressing {
+            reason: Reason::WaitingForDns,
+            message,
+        }
+    };
+    report.requeue_after = Some(poll);
 }
 
 /// Custom domains on a platform.

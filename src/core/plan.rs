@@ -117,6 +117,44 @@ pub struct Step<Op> {
     pub op: Op,
 }
 
+impl<Op> Step<Op> {
+    /// The old and new value of the step's first change (empty where there is none): what an
+    /// answer's Event names.
+    pub fn first_change(&self) -> (String, String) {
+        self.changes
+            .first()
+            .map(|c| {
+                (
+                    c.from.clone().unwrap_or_default(),
+                    c.to.clone().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The platform id of a step's object (a `kind`, for the message): known, or in the answer
+/// of the earlier step it refers to (`id_of` reads an answer's id, as
+/// [`PlanSeam::answered_id`] does), as the platform's id type.
+pub fn resolve_id<A, Id: std::str::FromStr>(
+    kind: &str,
+    id: &ObjectId,
+    answers: &[A],
+    id_of: impl Fn(&A) -> Option<String>,
+) -> Result<Id, ReconcileError> {
+    let text = match id {
+        ObjectId::Known(id) => Some(id.clone()),
+        ObjectId::FromStep(StepRef(n)) => answers.get(*n).and_then(id_of),
+        ObjectId::New => None,
+    };
+    text.and_then(|t| t.parse().ok()).ok_or_else(|| {
+        ReconcileError::user(
+            Reason::CreateOutcomeUnknown,
+            format!("a step refers to {kind} id that no earlier step returned"),
+        )
+    })
+}
+
 /// What bosun is about to do, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan<Op> {
@@ -689,6 +727,28 @@ mod tests {
         assert_eq!(report.notes[0].reason, Reason::DriftCorrected);
         assert_eq!(report.notes[0].drift_field.as_deref(), Some("spec.size"));
         assert!(report.notes[0].message.contains("from 1 to 2"));
+    }
+
+    #[test]
+    fn ids_resolve_from_status_or_from_an_earlier_answer() {
+        let answers = vec!["41".to_string(), "42".to_string()];
+        let id_of = |a: &String| Some(a.clone());
+        let known = ObjectId::Known("7".into());
+        assert_eq!(
+            resolve_id::<_, i64>("a thing", &known, &answers, id_of).unwrap(),
+            7
+        );
+        let from = ObjectId::FromStep(StepRef(1));
+        assert_eq!(
+            resolve_id::<_, i64>("a thing", &from, &answers, id_of).unwrap(),
+            42
+        );
+        let not_a_number = ObjectId::Known("x".into());
+        for bad in [ObjectId::FromStep(StepRef(2)), ObjectId::New, not_a_number] {
+            let err = resolve_id::<_, i64>("a thing", &bad, &answers, id_of).expect_err("no id");
+            assert_eq!(err.reason(), Reason::CreateOutcomeUnknown);
+            assert!(err.to_string().contains("refers to a thing id"), "{err}");
+        }
     }
 
     #[test]

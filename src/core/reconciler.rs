@@ -205,6 +205,32 @@ impl<S> Report<S> {
             plan: Default::default(),
         }
     }
+
+    /// In place, for a step's answer (keeping status, notes and the plan): as
+    /// [`Report::settled`].
+    pub fn settle(&mut self, readiness: Readiness, observing: bool) {
+        self.readiness = readiness;
+        self.sync = if observing {
+            SyncState::Observing
+        } else {
+            SyncState::Synced
+        };
+        self.requeue_after = None;
+    }
+
+    /// In place: as [`Report::stalled`].
+    pub fn stall(&mut self, reason: Reason, message: String) {
+        self.readiness = Readiness::not_ready(reason, message.clone());
+        self.sync = SyncState::Stalled { reason, message };
+        self.requeue_after = None;
+    }
+
+    /// In place: as [`Report::progressing`].
+    pub fn progress(&mut self, reason: Reason, message: String, after: Duration) {
+        self.readiness = Readiness::not_ready(reason, message.clone());
+        self.sync = SyncState::Progressing { reason, message };
+        self.requeue_after = Some(after);
+    }
 }
 
 /// How cleanup ended.

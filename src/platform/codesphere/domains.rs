@@ -4,7 +4,7 @@
 use super::client::{Codesphere, Domain, Verification};
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
-use crate::core::drivers::{DomainDriver, DomainRequest};
+use crate::core::drivers::{awaiting_dns, DomainDriver, DomainRequest};
 use crate::core::error::ReconcileError;
 use crate::core::plan::{
     self, Change, CreatesNothing, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
@@ -153,41 +153,29 @@ fn describe(
     observing: bool,
 ) {
     let verified = verification.verified;
-    let listed = records
-        .iter()
-        .map(|r| format!("{} {} {}", r.type_, r.name, r.value))
-        .collect::<Vec<_>>()
-        .join("; ");
+    if !verified {
+        // Reported as waiting for DNS even when observed: the user's records are what it
+        // waits for, whoever manages the domain.
+        awaiting_dns(report, &records, VERIFY_POLL, false);
+    } else {
+        let certificate = if certificate_issued {
+            "certificate issued"
+        } else {
+            "certificate pending"
+        };
+        report.settle(
+            Readiness::ready(
+                Reason::Available,
+                format!("{name} is verified, {certificate}"),
+            ),
+            observing,
+        );
+    }
     report.status.verification = Some(DomainVerification {
         state: if verified { "Verified" } else { "Pending" }.into(),
         dns_records: records,
         message: verification.reason.clone(),
     });
-    if !verified {
-        let msg = format!("waiting for DNS: create {listed}");
-        report.readiness = Readiness::not_ready(Reason::DomainNotVerified, msg.clone());
-        report.sync = SyncState::Progressing {
-            reason: Reason::WaitingForDns,
-            message: msg,
-        };
-        report.requeue_after = Some(VERIFY_POLL);
-        return;
-    }
-    let certificate = if certificate_issued {
-        "certificate issued"
-    } else {
-        "certificate pending"
-    };
-    report.readiness = Readiness::ready(
-        Reason::Available,
-        format!("{name} is verified, {certificate}"),
-    );
-    report.sync = if observing {
-        SyncState::Observing
-    } else {
-        SyncState::Synced
-    };
-    report.requeue_after = None;
 }
 
 fn describe_domain(report: &mut Report<DomainBindingStatus>, domain: &Domain, observing: bool) {
@@ -386,11 +374,7 @@ impl<'r> PlanSeam<DomainRequest<'r>, DomainBindingStatus> for Codesphere {
             (DomainOp::Connect { name, owned, .. }, DomainAnswer::Domain(domain)) => {
                 report.status.owned_paths = owned.clone();
                 if !step.drift {
-                    let to = step
-                        .changes
-                        .first()
-                        .and_then(|c| c.to.clone())
-                        .unwrap_or_default();
+                    let (_, to) = step.first_change();
                     report.notes.push(Note::normal(
                         Reason::RoutesUpdated,
                         "Route",

@@ -156,16 +156,7 @@ impl<'r> PlanSeam<ScaleRequest<'r>, ServiceScaleStatus> for Codesphere {
         step: &Step<ScaleOp>,
         _: &(),
     ) -> Flow {
-        let (from, to) = step
-            .changes
-            .first()
-            .map(|c| {
-                (
-                    c.from.clone().unwrap_or_default(),
-                    c.to.clone().unwrap_or_default(),
-                )
-            })
-            .unwrap_or_default();
+        let (from, to) = step.first_change();
         let service = &step.target.name;
         if !step.drift {
             report.notes.push(Note::normal(

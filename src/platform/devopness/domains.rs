@@ -154,20 +154,10 @@ pub enum DomainAnswer {
 
 /// The virtual host a step acts on: known, or from the create step's answer.
 fn host_id(id: &ObjectId, answers: &[DomainAnswer]) -> Result<i64, ReconcileError> {
-    let missing = || {
-        ReconcileError::user(
-            Reason::CreateOutcomeUnknown,
-            "a step refers to a virtual host id that no earlier step returned",
-        )
-    };
-    match id {
-        ObjectId::Known(id) => id.parse().map_err(|_| missing()),
-        ObjectId::FromStep(StepRef(n)) => match answers.get(*n) {
-            Some(DomainAnswer::Host(id)) => Ok(*id),
-            _ => Err(missing()),
-        },
-        ObjectId::New => Err(missing()),
-    }
+    plan::resolve_id("a virtual host", id, answers, |a| match a {
+        DomainAnswer::Host(id) => Some(id.to_string()),
+        _ => None,
+    })
 }
 
 fn application_text(app: Option<i64>) -> String {
@@ -261,9 +251,7 @@ fn pending(
         dns_records: records,
         message: verification_message.map(str::to_string),
     });
-    report.readiness = Readiness::not_ready(reason, message.clone());
-    report.sync = SyncState::Progressing { reason, message };
-    report.requeue_after = Some(DOMAIN_POLL);
+    report.progress(reason, message, DOMAIN_POLL);
 }
 
 /// Plans a DomainBinding (pure): create the virtual host if the environment has none, send it
@@ -629,9 +617,7 @@ impl<'r> PlanSeam<DomainRequest<'r>, DomainBindingStatus> for Devopness {
                 ));
             }
             (DomainOp::SetApplication(_), _) if !step.drift => {
-                let change = step.changes.first();
-                let from = change.and_then(|c| c.from.clone()).unwrap_or_default();
-                let to = change.and_then(|c| c.to.clone()).unwrap_or_default();
+                let (from, to) = step.first_change();
                 report.notes.push(Note::normal(
                     Reason::RoutesUpdated,
                     "Route",

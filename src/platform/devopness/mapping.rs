@@ -804,20 +804,10 @@ fn listed_state(app: &Application, id: i64) -> Option<ActionStatus> {
 
 /// The application id a step acts on: known, or from the create step's answer.
 fn application_id(target: &Target, answers: &[DvAnswer]) -> Result<i64, ReconcileError> {
-    let missing = || {
-        ReconcileError::user(
-            Reason::CreateOutcomeUnknown,
-            "a step refers to an application id that no earlier step returned",
-        )
-    };
-    match &target.id {
-        ObjectId::Known(id) => id.parse().map_err(|_| missing()),
-        ObjectId::FromStep(StepRef(n)) => match answers.get(*n) {
-            Some(DvAnswer::Created(app)) => Ok(app.id),
-            _ => Err(missing()),
-        },
-        ObjectId::New => Err(missing()),
-    }
+    plan::resolve_id("an application", &target.id, answers, |a| match a {
+        DvAnswer::Created(app) => Some(app.id.to_string()),
+        _ => None,
+    })
 }
 
 #[async_trait]

@@ -21,10 +21,10 @@ use super::client::{
 };
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
-use crate::core::drivers::{DomainDriver, DomainRequest};
+use crate::core::drivers::{awaiting_dns, dns_records_text, DomainDriver, DomainRequest};
 use crate::core::error::ReconcileError;
 use crate::core::plan::{
-    self, Change, Flow, NameIsTheKey, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, StepRef,
+    self, Change, Flow, NameIsTheKey, ObjectId, Plan, PlanSeam, Planned, Step, StepAction,
 };
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
@@ -350,59 +350,38 @@ pub enum DomainAnswer {
     Refused(String),
 }
 
-fn dns_text(report: &Report<DomainBindingStatus>) -> (Vec<DnsRecord>, String) {
-    let records = report
+/// The DNS records status shows for the domain.
+fn records_shown(report: &Report<DomainBindingStatus>) -> Vec<DnsRecord> {
+    report
         .status
         .verification
         .as_ref()
         .map(|v| v.dns_records.clone())
-        .unwrap_or_default();
-    let text = records
-        .iter()
-        .map(|r| format!("{} {} {}", r.type_, r.name, r.value))
-        .collect::<Vec<_>>()
-        .join("; ");
-    (records, text)
+        .unwrap_or_default()
 }
 
 /// The report of a domain that waits for its DNS records (pure).
 fn waiting_for_dns(report: &mut Report<DomainBindingStatus>, observing: bool) {
-    let (records, wanted) = dns_text(report);
+    let records = records_shown(report);
+    awaiting_dns(report, &records, VERIFY_POLL, observing);
     report.status.verification = Some(verification(false, None, records));
-    let msg = format!("waiting for DNS: create {wanted}");
-    report.readiness = Readiness::not_ready(Reason::DomainNotVerified, msg.clone());
-    report.sync = if observing {
-        SyncState::Observing
-    } else {
-        SyncState::Progressing {
-            reason: Reason::WaitingForDns,
-            message: msg,
-        }
-    };
-    report.requeue_after = Some(VERIFY_POLL);
 }
 
 fn verified(report: &mut Report<DomainBindingStatus>, name: &str, owner: &Owner, observing: bool) {
-    let (records, _) = dns_text(report);
-    report.status.verification = Some(verification(true, None, records));
-    report.readiness =
-        Readiness::ready(Reason::Available, format!("{name} is verified on {owner}"));
-    report.sync = if observing {
-        SyncState::Observing
-    } else {
-        SyncState::Synced
-    };
-    report.requeue_after = None;
+    report.status.verification = Some(verification(true, None, records_shown(report)));
+    report.settle(
+        Readiness::ready(Reason::Available, format!("{name} is verified on {owner}")),
+        observing,
+    );
 }
 
 /// The report of a domain Spheron refused to verify (pure): Stalled until the user fixes
 /// the records and asks again.
 fn refused(report: &mut Report<DomainBindingStatus>, name: &str, why: &str) {
-    let (records, wanted) = dns_text(report);
+    let records = records_shown(report);
+    let wanted = dns_records_text(&records);
     report.status.verification = Some(verification(false, Some(why.to_string()), records));
-    *report = Report::stalled(
-        report.status.clone(),
-        std::mem::take(&mut report.notes),
+    report.stall(
         Reason::VerificationFailed,
         format!(
             "Spheron refused to verify {name}: {why}; check the DNS records ({wanted}) and set bosun.dev/reconcile-requested-at to try again"
@@ -574,24 +553,11 @@ impl<'r> PlanSeam<DomainRequest<'r>, DomainBindingStatus> for SpheronClient {
                 DomainAnswer::Added(Box::new(d), dns)
             }
             DomainOp::Verify(owner) => {
-                let id = match &step.target.id {
-                    ObjectId::Known(id) => id.clone(),
-                    ObjectId::FromStep(StepRef(n)) => match answers.get(*n) {
-                        Some(DomainAnswer::Added(d, _)) => d.id.clone(),
-                        _ => {
-                            return Err(ReconcileError::user(
-                                Reason::CreateOutcomeUnknown,
-                                "a step refers to a domain id that no earlier step returned",
-                            ))
-                        }
-                    },
-                    ObjectId::New => {
-                        return Err(ReconcileError::user(
-                            Reason::CreateOutcomeUnknown,
-                            "a verify step names no domain",
-                        ))
-                    }
-                };
+                let id: String =
+                    plan::resolve_id("a domain", &step.target.id, answers, |a| match a {
+                        DomainAnswer::Added(d, _) => Some(d.id.clone()),
+                        _ => None,
+                    })?;
                 match self.verify_domain(owner, &id).await {
                     Ok(v) => DomainAnswer::Verified(v.verified()),
                     Err(e) if e.kind == ErrorKind::Invalid => DomainAnswer::Refused(e.message),
@@ -617,11 +583,7 @@ impl<'r> PlanSeam<DomainRequest<'r>, DomainBindingStatus> for SpheronClient {
         let name = &step.target.name;
         match (&step.op, answer) {
             (DomainOp::Remove(prev), _) => {
-                let to = step
-                    .changes
-                    .first()
-                    .and_then(|c| c.to.clone())
-                    .unwrap_or_default();
+                let (_, to) = step.first_change();
                 report.notes.push(Note::normal(
                     Reason::RoutesUpdated,
                     "Route",

@@ -256,16 +256,7 @@ impl<'r> PlanSeam<ScaleRequest<'r>, ServiceScaleStatus> for SpheronClient {
         answer: &InstanceDeployment,
     ) -> Flow {
         if !step.drift {
-            let (from, to) = step
-                .changes
-                .first()
-                .map(|c| {
-                    (
-                        c.from.clone().unwrap_or_default(),
-                        c.to.clone().unwrap_or_default(),
-                    )
-                })
-                .unwrap_or_default();
+            let (from, to) = step.first_change();
             let message = format!(
                 "scaling {} of compute instance {} from {from} to {to} replicas",
                 step.target.name, step.op.instance
