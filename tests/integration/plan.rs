@@ -95,14 +95,26 @@ async fn plan_shows_creates_no_changes_edits_and_drift_without_writing() {
     assert_eq!(code, 2, "changes → exit code 2:\n{before:#}");
     let ws = object(&before, "Workspace", "shop");
     assert_eq!(ws["outcome"], "change", "{ws:#}");
-    assert_eq!(ws["calls"][0]["method"], "POST");
-    assert_eq!(ws["calls"][0]["operation"], "createWorkspace");
-    assert_eq!(ws["more_after_answer"], true);
-    let body = ws["calls"][0]["body"].as_str().expect("create body");
-    assert!(body.contains(&format!("\"name\":\"{ns}-shop\"")), "{body}");
+    // The whole rollout is one plan: create, wait for it to run, then prepare and run.
+    let steps = ws["steps"].as_array().expect("steps");
+    assert_eq!(steps[0]["action"], "create", "{ws:#}");
+    assert_eq!(steps[0]["object"]["kind"], "workspace");
+    assert_eq!(steps[0]["object"]["name"], format!("{ns}-shop"));
+    let summaries: Vec<&str> = steps.iter().filter_map(|s| s["summary"].as_str()).collect();
     assert!(
-        !body.contains("not-a-real-key") && body.contains("<redacted>"),
-        "a Secret-backed value was shown: {body}"
+        summaries.iter().any(|s| s.contains("prepare"))
+            && summaries.iter().any(|s| s.contains("run stage")),
+        "{summaries:?}"
+    );
+    assert!(
+        steps[1..].iter().all(|s| s["object"]["idFromStep"] == 1),
+        "later steps act on what step 1 creates: {ws:#}"
+    );
+    assert_eq!(ws["calls"], serde_json::json!([]), "{ws:#}");
+    assert_eq!(ws["more_after_answer"], false);
+    assert!(
+        !ws.to_string().contains("not-a-real-key"),
+        "a Secret-backed value was shown: {ws:#}"
     );
     assert_eq!(
         object(&before, "Provider", "codesphere")["outcome"],
@@ -167,14 +179,13 @@ async fn plan_shows_creates_no_changes_edits_and_drift_without_writing() {
     assert_eq!(code, 2);
     let ws = object(&change, "Workspace", "shop");
     assert_eq!(ws["outcome"], "change", "{ws:#}");
-    let update = &ws["calls"][0];
-    assert_eq!(update["method"], "PATCH", "{ws:#}");
-    assert_eq!(update["path"], format!("/workspaces/{id}"), "{ws:#}");
-    assert!(
-        update["body"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("\"replicas\":3"),
+    let update = &ws["steps"][0];
+    assert_eq!(update["action"], "update", "{ws:#}");
+    assert_eq!(update["object"]["id"], id.to_string(), "{ws:#}");
+    assert_eq!(update["drift"], false, "a spec change is not drift: {ws:#}");
+    assert_eq!(
+        update["changes"][0],
+        serde_json::json!({"field": "spec.replicas", "from": "1", "to": "3"}),
         "{ws:#}"
     );
     assert!(
@@ -198,21 +209,11 @@ async fn plan_shows_creates_no_changes_edits_and_drift_without_writing() {
     let (code, drift) = plan(kubeconfig, &ns, &file).await;
     assert_eq!(code, 2);
     let ws = object(&drift, "Workspace", "shop");
-    assert!(
-        ws["calls"][0]["body"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("\"replicas\":1"),
-        "{ws:#}"
-    );
-    assert!(
-        ws["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["reason"] == "DriftCorrected"
-                && e["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("from 2 to 1"))),
+    let correction = &ws["steps"][0];
+    assert_eq!(correction["drift"], true, "{ws:#}");
+    assert_eq!(
+        correction["changes"][0],
+        serde_json::json!({"field": "spec.replicas", "from": "2", "to": "1"}),
         "{ws:#}"
     );
     assert_eq!(sim.workspace(id).expect("workspace").replicas, 2);

@@ -10,5 +10,6 @@ mod scale;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod wire;
+mod workspace;
 
 pub use client::Codesphere;

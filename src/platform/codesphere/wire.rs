@@ -106,7 +106,7 @@ pub struct Plan {
 }
 
 /// A pipeline stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
     Prepare,
     Test,
