@@ -603,7 +603,7 @@ pub fn decide(request: &WorkspaceRequest<'_>, o: &Observed) -> Result<Decided, H
             ..step(
                 StepAction::Update,
                 &target,
-                format!("update workspace {}: {body}", ws.id),
+                update_summary(&update),
                 Call::Update {
                     body: update.clone(),
                     team,
@@ -701,6 +701,20 @@ pub fn decide(request: &WorkspaceRequest<'_>, o: &Observed) -> Result<Decided, H
         verdict
     };
     done(plan, status, notes, verdict, adopt, Some((ws.id, tracking)))
+}
+
+/// What a PATCH does, for people: `scale to 3 replicas`, `move to plan 20`.
+fn update_summary(update: &UpdateWorkspace) -> String {
+    let plan = update.plan_id.map(|p| format!("move to plan {p}"));
+    let replicas = update.replicas.map(|r| match r {
+        1 => "scale to 1 replica".to_string(),
+        r => format!("scale to {r} replicas"),
+    });
+    [plan, replicas]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// A new workspace: create it, wait for it to run, then its rollout's stages.
