@@ -346,6 +346,761 @@ pub fn plan_service_scale(
 // ---------------------------------------------------------------------------------------------
 // Compute instances.
 
+/// A read the compute plan needs before it can decide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComputeRead {
+    /// The organization's instances again, not a shared listing from before a create.
+    FreshListing,
+    /// Whether an id bosun knew is a site project: a Workspace cannot switch kinds.
+    OtherKind(String),
+    /// What bosun last confirmed an instance runs (bosun's memory, not the platform).
+    Confirmed(String),
+    Deployment(String),
+}
+
+/// What Spheron showed for one compute Workspace.
+#[derive(Clone, Debug)]
+pub struct ComputeObserved {
+    pub organization: String,
+    /// The open instances (a closed one is what is left of a deleted one).
+    pub instances: Vec<ComputeInstance>,
+    pub fresh: bool,
+    pub other_kind: BTreeMap<String, bool>,
+    pub confirmed: BTreeMap<String, Option<(String, u64)>>,
+    pub deployments: BTreeMap<String, Option<ComputeDeployment>>,
+    /// The `uniqueTopicId` a create or an update carries, chosen here so the plan is a pure
+    /// function of the observation.
+    pub topic: String,
+    pub at: Timestamp,
+}
+
+/// What the compute plan stops at: a read it lacks, or an error for the user.
+#[derive(Debug)]
+pub enum ComputeHalt {
+    Need(ComputeRead),
+    Error(ReconcileError),
+}
+
+impl From<ReconcileError> for ComputeHalt {
+    fn from(e: ReconcileError) -> Self {
+        ComputeHalt::Error(e)
+    }
+}
+
+fn need<'o, K: Ord, T>(
+    map: &'o BTreeMap<K, T>,
+    key: &K,
+    read: impl FnOnce() -> ComputeRead,
+) -> Result<&'o T, ComputeHalt> {
+    map.get(key).ok_or_else(|| ComputeHalt::Need(read()))
+}
+
+/// The request a compute step carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ComputeOp {
+    Create {
+        body: CreateComputeInstance,
+        /// `status.operation` once the deployment id is known.
+        operation: OperationStatus,
+    },
+    Update {
+        body: UpdateComputeInstance,
+        operation: OperationStatus,
+        /// The Events that are not drift corrections (those come from the step).
+        notes: Vec<Note>,
+    },
+    Await,
+}
+
+/// What Spheron answers a compute step with.
+#[derive(Clone, Debug)]
+pub enum ComputeAnswer {
+    Started(InstanceDeployment),
+    Done,
+}
+
+/// The plan, and what bosun may remember once it is through: the instance runs this spec.
+pub struct DecidedCompute {
+    pub planned: Planned<ComputeOp, WorkspaceStatus>,
+    /// (instance, newest deployment, spec print) that runs the spec.
+    pub confirm: Option<(String, String, u64)>,
+}
+
+fn instance_target(id: ObjectId, name: &str) -> Target {
+    Target {
+        kind: "compute instance",
+        name: name.to_string(),
+        id,
+    }
+}
+
+fn await_deployment(id: ObjectId, summary: String) -> Step<ComputeOp> {
+    Step {
+        action: StepAction::Await,
+        target: Target {
+            kind: "deployment",
+            name: String::new(),
+            id,
+        },
+        changes: Vec::new(),
+        drift: false,
+        summary,
+        deadline: Some(Duration::from_secs(
+            DEPLOY_DEADLINE.as_secs().unsigned_abs(),
+        )),
+        record: None,
+        op: ComputeOp::Await,
+    }
+}
+
+/// The plan for a compute Workspace (pure): create the instance, or update its service list
+/// when what runs differs from the spec, or follow the deployment in flight.
+pub fn decide_compute(
+    request: &WorkspaceRequest<'_>,
+    compute: &SpheronCompute,
+    o: &ComputeObserved,
+) -> Result<DecidedCompute, ComputeHalt> {
+    let spec = request.spec;
+    let organization = o.organization.as_str();
+    let desired = MainService::new(spec, compute, &request.env);
+    let observe_only = request.mode.observing();
+    let act = request.mode.act();
+    let mut status = request.previous.clone();
+    let mut notes = Vec::new();
+    let mut plan = Plan::default();
+    let mut adopt = None;
+    status.selector = Some(selector(&request.key));
+    let done = |plan, report, adopt, confirm| {
+        Ok(DecidedCompute {
+            planned: Planned {
+                plan,
+                report,
+                adopt,
+            },
+            confirm,
+        })
+    };
+
+    let adopt_by_name = spec.adopt_by_name || observe_only;
+    let located = locate(
+        &o.instances,
+        known_id(request),
+        &request.external_name,
+        request.create_pending,
+        adopt_by_name,
+    );
+    // Before creating, or concluding that a known instance is gone, look again in a fresh
+    // listing: a shared one may predate a create.
+    if act && matches!(located, Located::Absent | Located::Gone(_)) && !o.fresh {
+        return Err(ComputeHalt::Need(ComputeRead::FreshListing));
+    }
+    let instance = match located {
+        Located::Found(i) => i,
+        Located::NameTaken(i) => {
+            return Err(ReconcileError::user(
+                Reason::NameTaken,
+                format!(
+                    "organization {organization} already has a compute instance named {:?} ({}) that bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it, or spec.externalName to use another name",
+                    i.name, i.id, i.id
+                ),
+            ).into());
+        }
+        Located::Ambiguous(n) => {
+            return Err(ReconcileError::user(
+                Reason::CreateOutcomeUnknown,
+                format!(
+                    "organization {organization} has {n} open compute instances named {:?}: close the extra ones, or set spec.externalId to the one to keep",
+                    request.external_name
+                ),
+            ).into());
+        }
+        gone_or_absent => {
+            if let Located::Gone(id) = &gone_or_absent {
+                if *need(&o.other_kind, id, || ComputeRead::OtherKind(id.clone()))? {
+                    return Err(unsupported(format!(
+                        "spec.spheron.compute: this Workspace manages site project {id}, and a site cannot become a compute instance; create a new Workspace for the instance"
+                    )).into());
+                }
+                if spec.external_id.is_some() || !act {
+                    return Err(ReconcileError::user(
+                        Reason::ExternalObjectNotFound,
+                        format!("organization {organization} has no open compute instance {id}"),
+                    )
+                    .into());
+                }
+                notes.push(Note::warning(
+                    Reason::DriftCorrected,
+                    "Create",
+                    format!("compute instance {id} was closed or removed at the platform; creating it again"),
+                ));
+                status.operation = None;
+                status.replicas = None;
+            }
+            if observe_only {
+                let msg = format!(
+                    "organization {organization} has no compute instance named {:?}",
+                    request.external_name
+                );
+                return done(plan, not_found(status, notes, true, msg), adopt, None);
+            }
+            let report = plan_create_instance(request, o, &desired, &mut plan, status, notes)?;
+            // Paused: the create waits, and the plan shows it.
+            let report = if act {
+                report
+            } else {
+                not_found(report.status, report.notes, false, String::new())
+            };
+            return done(plan, report, adopt, None);
+        }
+    };
+
+    if status.external_id.as_deref() != Some(instance.id.as_str()) {
+        adopt = Some(instance.id.clone());
+        notes.push(Note::normal(
+            Reason::Adopted,
+            "Adopt",
+            format!(
+                "manages Spheron compute instance {} ({})",
+                instance.id, instance.name
+            ),
+        ));
+        status.external_id = Some(instance.id.clone());
+    }
+    if desired.region != DEFAULT_REGION
+        && instance
+            .region
+            .as_deref()
+            .is_some_and(|r| !r.eq_ignore_ascii_case(&desired.region))
+    {
+        return Err(unsupported(format!(
+            "spec.spheron.compute.region: compute instance {} runs in {}, and an instance cannot move; set it back, or create a new Workspace for {}",
+            instance.id,
+            instance.region.clone().unwrap_or_default(),
+            desired.region
+        )).into());
+    }
+    let target = instance_target(ObjectId::Known(instance.id.clone()), &instance.name);
+
+    let newest_id = instance.deployments.last().cloned();
+    if let Some(op) = status.operation.clone().filter(|o| o.state == REQUESTING) {
+        status.operation =
+            adopt_requested_update(&op, newest_id.as_deref()).map(|id| OperationStatus {
+                id: Some(id.to_string()),
+                state: ComputeDeploymentStatus::Queued.to_string(),
+                ..op
+            });
+    }
+    // Nothing changed at Spheron since bosun found the instance matching this spec.
+    if let Some(newest) = &newest_id {
+        if instance.state == InstanceState::Active && !request.mode.requested {
+            let confirmed = need(&o.confirmed, &instance.id, || {
+                ComputeRead::Confirmed(instance.id.clone())
+            })?;
+            if *confirmed == Some((newest.clone(), desired.print)) {
+                let msg = format!(
+                    "compute instance {} runs the spec ({} replicas)",
+                    instance.id, desired.replicas
+                );
+                let ready = Readiness::ready(Reason::Available, msg);
+                return done(
+                    plan,
+                    Report::settled(status, notes, ready, observe_only),
+                    adopt,
+                    None,
+                );
+            }
+        }
+    }
+
+    let newest = match &newest_id {
+        Some(id) => need(&o.deployments, id, || ComputeRead::Deployment(id.clone()))?.clone(),
+        None => None,
+    };
+    if let (Some(op), Some(n)) = (status.operation.as_mut(), newest.as_ref()) {
+        if op.id.as_deref() == Some(n.id.as_str()) {
+            op.state = n.status.to_string();
+        }
+    }
+    let op = status.operation.clone();
+    match compute_step(
+        op.as_ref(),
+        newest.as_ref(),
+        request.generation,
+        request.mode.requested,
+    ) {
+        ComputeStep::Wait { ours } => {
+            let n_id = newest.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+            let n_state = newest
+                .as_ref()
+                .map(|n| n.status.to_string())
+                .unwrap_or_default();
+            if ours
+                && op
+                    .as_ref()
+                    .is_some_and(|op| past_deadline(op, o.at))
+            {
+                let msg = format!(
+                    "deployment {n_id} of compute instance {} did not finish within {} minutes ({n_state})",
+                    instance.id,
+                    DEPLOY_DEADLINE.as_secs() / 60
+                );
+                let report =
+                    Report::stalled(status, notes, Reason::DeploymentDeadlineExceeded, msg);
+                return done(plan, report, adopt, None);
+            }
+            let msg = if ours {
+                format!(
+                    "deployment {n_id} of compute instance {} is {n_state}",
+                    instance.id
+                )
+            } else {
+                format!("a deployment of compute instance {} started outside bosun ({n_id}) is {n_state}; waiting for it to end", instance.id)
+            };
+            plan.push(await_deployment(
+                ObjectId::Known(n_id.clone()),
+                format!("follow deployment {n_id} until it ends"),
+            ));
+            let report = Report::progressing(status, notes, Reason::Deploying, msg, DEPLOY_POLL);
+            return done(plan, report, adopt, None);
+        }
+        ComputeStep::Failed => {
+            let n = newest.as_ref();
+            let why = n
+                .and_then(ComputeDeployment::failure_reason)
+                .unwrap_or_else(|| "Failed".into());
+            let msg = format!(
+                "deployment {} of compute instance {} ended {why}; change the spec or set bosun.dev/reconcile-requested-at to deploy again",
+                n.map(|n| n.id.clone()).unwrap_or_default(),
+                instance.id
+            );
+            return done(
+                plan,
+                Report::stalled(status, notes, Reason::DeployFailed, msg),
+                adopt,
+                None,
+            );
+        }
+        ComputeStep::Converge => {}
+    }
+
+    // What runs: the active deployment when it succeeded. Without one, the newest
+    // deployment's service list is the template for the update that brings it up.
+    let active_id = instance.active_deployment.clone().or(newest_id.clone());
+    let running = match (&active_id, &newest) {
+        (Some(a), Some(n)) if *a == n.id => Some(n.clone()),
+        (Some(a), _) => need(&o.deployments, a, || ComputeRead::Deployment(a.clone()))?.clone(),
+        (None, _) => None,
+    }
+    .filter(|d| d.status.is_success() || d.status == ComputeDeploymentStatus::Deprecated);
+    let template = running.clone().or(newest.clone());
+    let main = template.as_ref().and_then(|d| d.services.first());
+    let differences = match main {
+        Some(m) => main_differences(m, &desired),
+        None => Vec::new(),
+    };
+    match running.as_ref().and_then(|r| r.services.first()) {
+        Some(m) => {
+            status.replicas = Some(i32::try_from(m.service_count).unwrap_or(i32::MAX));
+            status.deployed_revision = Some(format!("{}:{}", m.image, m.tag));
+            status.url = m
+                .url_preview
+                .clone()
+                .or_else(|| running.as_ref().and_then(|r| r.url_preview.clone()))
+                .filter(|u| !u.is_empty());
+        }
+        None => status.replicas = Some(0),
+    }
+    if running.is_some() && differences.is_empty() {
+        if let (Some(op), Some(r)) = (status.operation.as_mut(), running.as_ref()) {
+            if op.id.as_deref() == Some(r.id.as_str()) {
+                op.state = r.status.to_string();
+            }
+        }
+        status.source_ref = Some(spec.source.git_ref().to_string());
+        let confirm = newest_id
+            .as_ref()
+            .filter(|n| running.as_ref().map(|r| &r.id) == Some(*n))
+            .map(|n| (instance.id.clone(), n.clone(), desired.print));
+        let msg = format!(
+            "compute instance {} runs {} replicas of {}",
+            instance.id,
+            desired.replicas,
+            status.deployed_revision.clone().unwrap_or_default()
+        );
+        let ready = Readiness::ready(Reason::Available, msg);
+        return done(
+            plan,
+            Report::settled(status, notes, ready, observe_only),
+            adopt,
+            confirm,
+        );
+    }
+
+    // Update: the full service list again, the main service as the spec says.
+    let mut services: Vec<ComputeService> = template
+        .as_ref()
+        .map(ComputeDeployment::service_configs)
+        .unwrap_or_default();
+    let main_config = desired
+        .config(main)
+        .map_err(|m| ReconcileError::user(Reason::UnsupportedByProvider, m))?;
+    match services.first_mut() {
+        Some(first) => *first = main_config,
+        None => services.push(main_config),
+    }
+    let operation = new_operation(
+        UPDATE,
+        format!("{AFTER_PREFIX}{}", newest_id.clone().unwrap_or_default()),
+        request.generation,
+    );
+    // Drift: the spec did not change since the last status, yet the instance differs.
+    let drift = running.is_some()
+        && is_drift(
+            &request.previous.conditions,
+            request.generation,
+            request.observed_generation,
+        );
+    let (changes, update_events) = if running.is_none() {
+        let note = Note::normal(
+            Reason::Updated,
+            "Update",
+            format!(
+                "deploying compute instance {} again: nothing runs",
+                instance.id
+            ),
+        );
+        let change = Change::new(
+            "status.replicas",
+            Some("0".into()),
+            Some(desired.replicas.to_string()),
+        );
+        (vec![change], vec![note])
+    } else {
+        let changes = differences
+            .iter()
+            .map(|d| Change::new(&d.field, Some(d.observed.clone()), Some(d.desired.clone())))
+            .collect();
+        let events = if drift {
+            Vec::new()
+        } else {
+            update_notes(&instance.id, &differences, false)
+        };
+        (changes, events)
+    };
+    let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+    let summary = format!("deploy the service list again with {}", fields.join(", "));
+    let update = plan.push(Step {
+        action: StepAction::Update,
+        target,
+        changes: changes.clone(),
+        drift,
+        summary,
+        deadline: None,
+        record: Some(operation.clone()),
+        op: ComputeOp::Update {
+            body: UpdateComputeInstance {
+                services,
+                organization_id: organization.to_string(),
+                unique_topic_id: o.topic.clone(),
+            },
+            operation,
+            notes: update_events,
+        },
+    });
+    plan.push(await_deployment(
+        ObjectId::FromStep(update),
+        "follow the update's deployment until it ends".into(),
+    ));
+    let report = if act {
+        Report::progressing(
+            status,
+            notes,
+            Reason::Deploying,
+            format!(
+                "compute instance {} is updated: {}",
+                instance.id,
+                fields.join(", ")
+            ),
+            DEPLOY_POLL,
+        )
+    } else {
+        let msg = if running.is_none() {
+            format!("compute instance {} runs no deployment", instance.id)
+        } else {
+            format!(
+                "compute instance {} differs from the spec in {}",
+                instance.id,
+                fields.join(", ")
+            )
+        };
+        Report::settled(
+            status,
+            notes,
+            Readiness::not_ready(Reason::Differs, msg),
+            observe_only,
+        )
+    };
+    done(plan, report, adopt, None)
+}
+
+/// A new instance: create it with the main service, and follow its first deployment.
+fn plan_create_instance(
+    request: &WorkspaceRequest<'_>,
+    o: &ComputeObserved,
+    desired: &MainService,
+    plan: &mut Plan<ComputeOp>,
+    mut status: WorkspaceStatus,
+    notes: Vec<Note>,
+) -> Result<Report<WorkspaceStatus>, ReconcileError> {
+    let main = desired
+        .config(None)
+        .map_err(|m| ReconcileError::user(Reason::ComputeSettingsRequired, m))?;
+    let image = format!("{}:{}", main.image, main.tag);
+    let body = CreateComputeInstance {
+        organization_id: o.organization.clone(),
+        unique_topic_id: o.topic.clone(),
+        compute_provider: "DOCKERHUB".into(),
+        compute_project_name: request.external_name.clone(),
+        compute_project_description: Some(format!("managed by bosun for {}", request.key)),
+        region: desired.region.clone(),
+        // On demand: a spot lease may be taken away, which bosun would see as drift.
+        scalable: true,
+        services: vec![main],
+    };
+    let mut operation = new_operation(CREATE, String::new(), request.generation);
+    operation.state = ComputeDeploymentStatus::Queued.to_string();
+    let create = plan.push(Step {
+        action: StepAction::Create,
+        target: instance_target(ObjectId::New, &request.external_name),
+        changes: vec![
+            Change::new("spec.spheron.compute.image", None, Some(image)),
+            Change::new("spec.replicas", None, Some(desired.replicas.to_string())),
+        ],
+        drift: false,
+        summary: format!(
+            "create compute instance {} in organization {} ({} replicas)",
+            request.external_name, o.organization, desired.replicas
+        ),
+        deadline: None,
+        record: None,
+        op: ComputeOp::Create { body, operation },
+    });
+    plan.push(await_deployment(
+        ObjectId::FromStep(create),
+        "follow the first deployment until it ends".into(),
+    ));
+    status.source_ref = None;
+    status.url = None;
+    status.deployed_revision = None;
+    Ok(Report::progressing(
+        status,
+        notes,
+        Reason::Deploying,
+        format!(
+            "compute instance {} will be created in organization {}",
+            request.external_name, o.organization
+        ),
+        DEPLOY_POLL,
+    ))
+}
+
+/// A compute Workspace's platform, for the plan seam: the client and where the instance lives.
+pub struct ComputeSeam<'a> {
+    pub client: &'a SpheronClient,
+    pub organization: &'a str,
+    pub compute: &'a SpheronCompute,
+}
+
+/// How many reads one observation may make before it stops asking.
+const MAX_COMPUTE_READS: usize = 8;
+
+fn decided_compute(
+    request: &WorkspaceRequest<'_>,
+    compute: &SpheronCompute,
+    o: &ComputeObserved,
+) -> Result<DecidedCompute, ReconcileError> {
+    match decide_compute(request, compute, o) {
+        Ok(d) => Ok(d),
+        Err(ComputeHalt::Error(e)) => Err(e),
+        Err(ComputeHalt::Need(read)) => Err(ReconcileError::user(
+            Reason::Unknown,
+            format!("the plan needs a read ({read:?}) that observe did not make"),
+        )),
+    }
+}
+
+impl ComputeSeam<'_> {
+    /// A closed instance no longer runs: it is what is left of a deleted one.
+    async fn open_instances(&self) -> Result<Vec<ComputeInstance>, ReconcileError> {
+        Ok(self
+            .client
+            .instances_of(self.organization)
+            .await?
+            .iter()
+            .filter(|i| i.state != InstanceState::Closed)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for ComputeSeam<'_> {
+    type Answer = ComputeAnswer;
+    type Op = ComputeOp;
+    type Observation = ComputeObserved;
+
+    async fn observe(
+        &self,
+        request: &WorkspaceRequest<'r>,
+    ) -> Result<ComputeObserved, ReconcileError> {
+        let client = self.client;
+        // An earlier create or update may have gone through unseen: only a fresh listing can
+        // tell.
+        let requesting = request
+            .previous
+            .operation
+            .as_ref()
+            .is_some_and(|o| o.state == REQUESTING);
+        if request.create_pending || requesting {
+            client.forget_instances(self.organization).await;
+        }
+        let mut o = ComputeObserved {
+            organization: self.organization.to_string(),
+            instances: self.open_instances().await?,
+            fresh: false,
+            other_kind: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
+            deployments: BTreeMap::new(),
+            topic: topic_id(),
+            at: Timestamp::now(),
+        };
+        // The plan says which reads it needs, one at a time.
+        for _ in 0..MAX_COMPUTE_READS {
+            let Err(ComputeHalt::Need(read)) = decide_compute(request, self.compute, &o) else {
+                break;
+            };
+            match read {
+                ComputeRead::FreshListing => {
+                    client.forget_instances(self.organization).await;
+                    o.instances = self.open_instances().await?;
+                    o.fresh = true;
+                }
+                ComputeRead::OtherKind(id) => {
+                    let other = client
+                        .owned_by_other_kind(self.organization, &id, true)
+                        .await?;
+                    o.other_kind.insert(id, other);
+                }
+                ComputeRead::Confirmed(id) => {
+                    let confirmed = client.shared.confirmed(&id);
+                    o.confirmed.insert(id, confirmed);
+                }
+                ComputeRead::Deployment(id) => {
+                    let deployment = client.compute_deployment(&id).await?;
+                    o.deployments.insert(id, deployment);
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    fn plan(
+        &self,
+        request: &WorkspaceRequest<'r>,
+        observed: &ComputeObserved,
+    ) -> Result<Planned<ComputeOp, WorkspaceStatus>, ReconcileError> {
+        decided_compute(request, self.compute, observed).map(|d| d.planned)
+    }
+
+    async fn execute(
+        &self,
+        step: &Step<ComputeOp>,
+        _answers: &[ComputeAnswer],
+    ) -> Result<ComputeAnswer, ReconcileError> {
+        let client = self.client;
+        Ok(match &step.op {
+            ComputeOp::Create { body, .. } => {
+                let created = client.create_compute_instance(body).await?;
+                client.forget_instances(self.organization).await;
+                ComputeAnswer::Started(created)
+            }
+            ComputeOp::Update { body, .. } => {
+                let ObjectId::Known(instance) = &step.target.id else {
+                    return Err(ReconcileError::user(
+                        Reason::Unknown,
+                        "an update of a compute instance without its id: nothing was sent",
+                    ));
+                };
+                let updated = client.update_compute_instance(instance, body).await?;
+                client.forget_instances(self.organization).await;
+                client.shared.unconfirm(instance);
+                ComputeAnswer::Started(updated)
+            }
+            ComputeOp::Await => ComputeAnswer::Done,
+        })
+    }
+
+    fn answered_id(&self, answer: &ComputeAnswer) -> Option<String> {
+        match answer {
+            ComputeAnswer::Started(d) => Some(d.compute_instance_id.clone()),
+            ComputeAnswer::Done => None,
+        }
+    }
+
+    fn answered(
+        &self,
+        report: &mut Report<WorkspaceStatus>,
+        step: &Step<ComputeOp>,
+        answer: &ComputeAnswer,
+    ) -> Flow {
+        let ComputeAnswer::Started(started) = answer else {
+            return Flow::Continue;
+        };
+        let deployment = started.compute_deployment_id.clone();
+        let instance = started.compute_instance_id.clone();
+        let (operation, message) = match &step.op {
+            ComputeOp::Create { operation, .. } => {
+                report.notes.push(Note::normal(
+                    Reason::Created,
+                    "Create",
+                    format!(
+                        "created Spheron compute instance {instance} in organization {} ({})",
+                        self.organization,
+                        step.changes
+                            .iter()
+                            .find(|c| c.field == "spec.replicas")
+                            .and_then(|c| c.to.clone())
+                            .map(|n| format!("{n} replicas"))
+                            .unwrap_or_default()
+                    ),
+                ));
+                report.status.external_id = Some(instance.clone());
+                (
+                    operation,
+                    format!("deployment {deployment} of compute instance {instance} started"),
+                )
+            }
+            ComputeOp::Update {
+                operation, notes, ..
+            } => {
+                report.notes.extend(notes.iter().cloned());
+                (
+                    operation,
+                    format!("update {deployment} of compute instance {instance} started"),
+                )
+            }
+            ComputeOp::Await => return Flow::Continue,
+        };
+        report.status.operation = Some(OperationStatus {
+            id: Some(deployment),
+            state: ComputeDeploymentStatus::Queued.to_string(),
+            ..operation.clone()
+        });
+        report.progress(Reason::Deploying, message, DEPLOY_POLL);
+        Flow::Stop
+    }
+}
+
 impl SpheronClient {
     pub(super) async fn reconcile_compute(
         &self,
@@ -354,421 +1109,18 @@ impl SpheronClient {
         organization: &str,
         compute: &SpheronCompute,
     ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
-        let spec = request.spec;
-        let desired = MainService::new(spec, compute, &request.env);
-        let observe_only = request.mode.observing();
-        let act = request.mode.act();
-        let mut status = request.previous.clone();
-        let mut notes = Vec::new();
-        status.selector = Some(selector(&request.key));
-
-        let known = known_id(request);
-        let requesting = status
-            .operation
-            .as_ref()
-            .is_some_and(|o| o.state == REQUESTING);
-        if request.create_pending || requesting {
-            self.forget_instances(organization).await;
-        }
-        let adopt = spec.adopt_by_name || observe_only;
-        // A closed instance no longer runs: it is what is left of a deleted one.
-        let open = |list: &[ComputeInstance]| -> Vec<ComputeInstance> {
-            list.iter()
-                .filter(|i| i.state != InstanceState::Closed)
-                .cloned()
-                .collect()
+        let seam = ComputeSeam {
+            client: self,
+            organization,
+            compute,
         };
-        let listed = open(&self.instances_of(organization).await?);
-        let fresh;
-        let mut located = locate(
-            &listed,
-            known.clone(),
-            &request.external_name,
-            request.create_pending,
-            adopt,
-        );
-        if act && matches!(located, Located::Absent | Located::Gone(_)) {
-            self.forget_instances(organization).await;
-            fresh = open(&self.instances_of(organization).await?);
-            located = locate(
-                &fresh,
-                known.clone(),
-                &request.external_name,
-                request.create_pending,
-                adopt,
-            );
+        let observed = seam.observe(request).await?;
+        let DecidedCompute { planned, confirm } = decided_compute(request, compute, &observed)?;
+        let report = plan::funnel(&seam, planned, request.mode, guard).await?;
+        if let Some((instance, deployment, print)) = confirm {
+            self.shared.confirm(&instance, &deployment, print);
         }
-        let instance = match located {
-            Located::Found(i) => i.clone(),
-            Located::NameTaken(i) => {
-                return Err(ReconcileError::user(
-                    Reason::NameTaken,
-                    format!(
-                        "organization {organization} already has a compute instance named {:?} ({}) that bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it, or spec.externalName to use another name",
-                        i.name, i.id, i.id
-                    ),
-                ));
-            }
-            Located::Ambiguous(n) => {
-                return Err(ReconcileError::user(
-                    Reason::CreateOutcomeUnknown,
-                    format!(
-                        "organization {organization} has {n} open compute instances named {:?}: close the extra ones, or set spec.externalId to the one to keep",
-                        request.external_name
-                    ),
-                ));
-            }
-            Located::Gone(id) if self.owned_by_other_kind(organization, &id, true).await? => {
-                return Err(unsupported(format!(
-                    "spec.spheron.compute: this Workspace manages site project {id}, and a site cannot become a compute instance; create a new Workspace for the instance"
-                )));
-            }
-            Located::Gone(id) if spec.external_id.is_some() || !act => {
-                return Err(ReconcileError::user(
-                    Reason::ExternalObjectNotFound,
-                    format!("organization {organization} has no open compute instance {id}"),
-                ));
-            }
-            Located::Absent | Located::Gone(_) if !act => {
-                let msg = format!(
-                    "organization {organization} has no compute instance named {:?}",
-                    request.external_name
-                );
-                return Ok(not_found(status, notes, observe_only, msg));
-            }
-            gone_or_absent => {
-                if let Located::Gone(id) = gone_or_absent {
-                    notes.push(Note::warning(
-                        Reason::DriftCorrected,
-                        "Create",
-                        format!("compute instance {id} was closed or removed at the platform; creating it again"),
-                    ));
-                    status.operation = None;
-                    status.replicas = None;
-                }
-                return self
-                    .create_instance(request, guard, organization, &desired, status, notes)
-                    .await;
-            }
-        };
-
-        if status.external_id.as_deref() != Some(instance.id.as_str()) {
-            if act {
-                guard.created(&instance.id).await?;
-            }
-            notes.push(Note::normal(
-                Reason::Adopted,
-                "Adopt",
-                format!(
-                    "manages Spheron compute instance {} ({})",
-                    instance.id, instance.name
-                ),
-            ));
-            status.external_id = Some(instance.id.clone());
-        }
-        if desired.region != DEFAULT_REGION
-            && instance
-                .region
-                .as_deref()
-                .is_some_and(|r| !r.eq_ignore_ascii_case(&desired.region))
-        {
-            return Err(unsupported(format!(
-                "spec.spheron.compute.region: compute instance {} runs in {}, and an instance cannot move; set it back, or create a new Workspace for {}",
-                instance.id,
-                instance.region.clone().unwrap_or_default(),
-                desired.region
-            )));
-        }
-
-        let newest_id = instance.deployments.last().cloned();
-        if let Some(op) = status.operation.clone().filter(|o| o.state == REQUESTING) {
-            status.operation =
-                adopt_requested_update(&op, newest_id.as_deref()).map(|id| OperationStatus {
-                    id: Some(id.to_string()),
-                    state: ComputeDeploymentStatus::Queued.to_string(),
-                    ..op
-                });
-        }
-        // Nothing changed at Spheron since bosun found the instance matching this spec.
-        if let Some(newest) = &newest_id {
-            if instance.state == InstanceState::Active
-                && !request.mode.requested
-                && self.shared.confirmed(&instance.id) == Some((newest.clone(), desired.print))
-            {
-                let msg = format!(
-                    "compute instance {} runs the spec ({} replicas)",
-                    instance.id, desired.replicas
-                );
-                return Ok(Report::settled(
-                    status,
-                    notes,
-                    Readiness::ready(Reason::Available, msg),
-                    observe_only,
-                ));
-            }
-        }
-
-        let newest = match &newest_id {
-            Some(id) => self.compute_deployment(id).await?,
-            None => None,
-        };
-        if let (Some(op), Some(n)) = (status.operation.as_mut(), newest.as_ref()) {
-            if op.id.as_deref() == Some(n.id.as_str()) {
-                op.state = n.status.to_string();
-            }
-        }
-        let op = status.operation.clone();
-        match compute_step(
-            op.as_ref(),
-            newest.as_ref(),
-            request.generation,
-            request.mode.requested,
-        ) {
-            ComputeStep::Wait { ours } => {
-                let n_id = newest.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-                let n_state = newest
-                    .as_ref()
-                    .map(|n| n.status.to_string())
-                    .unwrap_or_default();
-                if ours
-                    && op
-                        .as_ref()
-                        .is_some_and(|o| past_deadline(o, Timestamp::now()))
-                {
-                    let msg = format!(
-                        "deployment {n_id} of compute instance {} did not finish within {} minutes ({n_state})",
-                        instance.id,
-                        DEPLOY_DEADLINE.as_secs() / 60
-                    );
-                    return Ok(Report::stalled(
-                        status,
-                        notes,
-                        Reason::DeploymentDeadlineExceeded,
-                        msg,
-                    ));
-                }
-                let msg = if ours {
-                    format!(
-                        "deployment {n_id} of compute instance {} is {n_state}",
-                        instance.id
-                    )
-                } else {
-                    format!("a deployment of compute instance {} started outside bosun ({n_id}) is {n_state}; waiting for it to end", instance.id)
-                };
-                return Ok(Report::progressing(
-                    status,
-                    notes,
-                    Reason::Deploying,
-                    msg,
-                    DEPLOY_POLL,
-                ));
-            }
-            ComputeStep::Failed => {
-                let n = newest.as_ref();
-                let why = n
-                    .and_then(ComputeDeployment::failure_reason)
-                    .unwrap_or_else(|| "Failed".into());
-                let msg = format!(
-                    "deployment {} of compute instance {} ended {why}; change the spec or set bosun.dev/reconcile-requested-at to deploy again",
-                    n.map(|n| n.id.clone()).unwrap_or_default(),
-                    instance.id
-                );
-                return Ok(Report::stalled(status, notes, Reason::DeployFailed, msg));
-            }
-            ComputeStep::Converge => {}
-        }
-
-        // What runs: the active deployment when it succeeded. Without one, the newest
-        // deployment's service list is the template for the update that brings it up.
-        let active_id = instance.active_deployment.clone().or(newest_id.clone());
-        let running = match (&active_id, &newest) {
-            (Some(a), Some(n)) if *a == n.id => Some(n.clone()),
-            (Some(a), _) => self.compute_deployment(a).await?,
-            (None, _) => None,
-        }
-        .filter(|d| d.status.is_success() || d.status == ComputeDeploymentStatus::Deprecated);
-        let template = running.clone().or(newest.clone());
-        let main = template.as_ref().and_then(|d| d.services.first());
-        let differences = match main {
-            Some(m) => main_differences(m, &desired),
-            None => Vec::new(),
-        };
-        match running.as_ref().and_then(|r| r.services.first()) {
-            Some(m) => {
-                status.replicas = Some(i32::try_from(m.service_count).unwrap_or(i32::MAX));
-                status.deployed_revision = Some(format!("{}:{}", m.image, m.tag));
-                status.url = m
-                    .url_preview
-                    .clone()
-                    .or_else(|| running.as_ref().and_then(|r| r.url_preview.clone()))
-                    .filter(|u| !u.is_empty());
-            }
-            None => status.replicas = Some(0),
-        }
-        let runs_spec = running.is_some() && differences.is_empty();
-        if runs_spec {
-            if let (Some(op), Some(r)) = (status.operation.as_mut(), running.as_ref()) {
-                if op.id.as_deref() == Some(r.id.as_str()) {
-                    op.state = r.status.to_string();
-                }
-            }
-            status.source_ref = Some(spec.source.git_ref().to_string());
-            if running.as_ref().map(|r| &r.id) == newest_id.as_ref() {
-                if let Some(n) = &newest_id {
-                    self.shared.confirm(&instance.id, n, desired.print);
-                }
-            }
-            let msg = format!(
-                "compute instance {} runs {} replicas of {}",
-                instance.id,
-                desired.replicas,
-                status.deployed_revision.clone().unwrap_or_default()
-            );
-            return Ok(Report::settled(
-                status,
-                notes,
-                Readiness::ready(Reason::Available, msg),
-                observe_only,
-            ));
-        }
-        if !act {
-            let fields: Vec<&str> = differences.iter().map(|d| d.field.as_str()).collect();
-            let msg = if running.is_none() {
-                format!("compute instance {} runs no deployment", instance.id)
-            } else {
-                format!(
-                    "compute instance {} differs from the spec in {}",
-                    instance.id,
-                    fields.join(", ")
-                )
-            };
-            return Ok(Report::settled(
-                status,
-                notes,
-                Readiness::not_ready(Reason::Differs, msg),
-                observe_only,
-            ));
-        }
-
-        // Update: the full service list again, the main service as the spec says.
-        let mut services: Vec<ComputeService> = template
-            .as_ref()
-            .map(ComputeDeployment::service_configs)
-            .unwrap_or_default();
-        let main_config = desired
-            .config(main)
-            .map_err(|m| ReconcileError::user(Reason::UnsupportedByProvider, m))?;
-        match services.first_mut() {
-            Some(first) => *first = main_config,
-            None => services.push(main_config),
-        }
-        let mut op = new_operation(
-            UPDATE,
-            format!("{AFTER_PREFIX}{}", newest_id.clone().unwrap_or_default()),
-            request.generation,
-        );
-        guard.save_operation(&op).await?;
-        let updated = self
-            .update_compute_instance(
-                &instance.id,
-                &UpdateComputeInstance {
-                    services,
-                    organization_id: organization.to_string(),
-                    unique_topic_id: topic_id(),
-                },
-            )
-            .await?;
-        self.forget_instances(organization).await;
-        self.shared.unconfirm(&instance.id);
-        op.id = Some(updated.compute_deployment_id.clone());
-        op.state = ComputeDeploymentStatus::Queued.to_string();
-        status.operation = Some(op);
-        if running.is_none() {
-            notes.push(Note::normal(
-                Reason::Updated,
-                "Update",
-                format!(
-                    "deploying compute instance {} again: nothing runs",
-                    instance.id
-                ),
-            ));
-        } else {
-            // Drift: the spec did not change since the last status, yet the instance differs.
-            let drift = is_drift(
-                &request.previous.conditions,
-                request.generation,
-                request.observed_generation,
-            );
-            notes.extend(update_notes(&instance.id, &differences, drift));
-        }
-        Ok(Report::progressing(
-            status,
-            notes,
-            Reason::Deploying,
-            format!(
-                "update {} of compute instance {} started",
-                updated.compute_deployment_id, instance.id
-            ),
-            DEPLOY_POLL,
-        ))
-    }
-
-    async fn create_instance(
-        &self,
-        request: &WorkspaceRequest<'_>,
-        guard: &dyn CreateGuard,
-        organization: &str,
-        desired: &MainService,
-        mut status: WorkspaceStatus,
-        mut notes: Vec<Note>,
-    ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
-        let main = desired
-            .config(None)
-            .map_err(|m| ReconcileError::user(Reason::ComputeSettingsRequired, m))?;
-        let body = CreateComputeInstance {
-            organization_id: organization.to_string(),
-            unique_topic_id: topic_id(),
-            compute_provider: "DOCKERHUB".into(),
-            compute_project_name: request.external_name.clone(),
-            compute_project_description: Some(format!("managed by bosun for {}", request.key)),
-            region: desired.region.clone(),
-            // On demand: a spot lease may be taken away, which bosun would see as drift.
-            scalable: true,
-            services: vec![main],
-        };
-        guard.before_create().await?;
-        let created = self.create_compute_instance(&body).await?;
-        self.forget_instances(organization).await;
-        guard.created(&created.compute_instance_id).await?;
-        let mut op = new_operation(
-            CREATE,
-            created.compute_deployment_id.clone(),
-            request.generation,
-        );
-        op.state = ComputeDeploymentStatus::Queued.to_string();
-        status.external_id = Some(created.compute_instance_id.clone());
-        status.operation = Some(op);
-        status.source_ref = None;
-        status.url = None;
-        status.deployed_revision = None;
-        notes.push(Note::normal(
-            Reason::Created,
-            "Create",
-            format!(
-                "created Spheron compute instance {} in organization {organization} ({} replicas)",
-                created.compute_instance_id, desired.replicas
-            ),
-        ));
-        Ok(Report::progressing(
-            status,
-            notes,
-            Reason::Deploying,
-            format!(
-                "deployment {} of compute instance {} started",
-                created.compute_deployment_id, created.compute_instance_id
-            ),
-            DEPLOY_POLL,
-        ))
+        Ok(report)
     }
 
     pub(super) async fn delete_compute(

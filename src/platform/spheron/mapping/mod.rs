@@ -50,7 +50,7 @@ pub use site::*;
 use super::client::{
     BuildConfiguration, ComputeDeployment, ComputeDeploymentStatus, ComputeInstance,
     ComputeService, CreateComputeInstance, DeployedService, Deployment, DeploymentStatus, EnvEntry,
-    InstanceState, Port, Project, ProjectState, SpheronClient, StartDeployment,
+    InstanceDeployment, InstanceState, Port, Project, ProjectState, SpheronClient, StartDeployment,
     UpdateComputeInstance,
 };
 use crate::api::{
@@ -63,6 +63,9 @@ use crate::core::drivers::{
     WorkspaceRequest,
 };
 use crate::core::error::ReconcileError;
+use crate::core::plan::{
+    self, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
+};
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
 use crate::core::seam::{ErrorKind, PlatformError};

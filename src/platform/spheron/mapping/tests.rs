@@ -890,3 +890,245 @@ fn a_workspace_block_is_site_or_compute() {
     assert!(s.compute.is_none() && s.site.is_none());
     assert_eq!(selector("ns/shop"), "bosun.dev/workspace=ns.shop");
 }
+
+// ----- compute on the plan seam ---------------------------------------------------------
+
+/// What Spheron holds for the compute plan; observe's reads are answered from it.
+struct ComputeWorld {
+    instances: Vec<ComputeInstance>,
+    deployments: BTreeMap<String, ComputeDeployment>,
+    confirmed: Option<(String, u64)>,
+}
+
+fn instance(id: &str, deployments: &[&str], active: Option<&str>) -> ComputeInstance {
+    serde_json::from_value(json!({
+        "_id": id, "state": "Active", "name": "team-api",
+        "deployments": deployments, "activeDeployment": active, "region": "any"
+    }))
+    .expect("instance")
+}
+
+fn running(id: &str, status: &str, replicas: u32) -> ComputeDeployment {
+    serde_json::from_value(json!({"_id": id, "status": status, "services": [
+        {"name": "main", "image": "nginx", "tag": "1.27", "serviceCount": replicas,
+         "ports": [{"containerPort": 80, "exposedPort": 80}], "env": [],
+         "agreedMachineImage": {"machineType": "Ventus Nano 1"}}
+    ]}))
+    .expect("compute deployment")
+}
+
+/// Runs observe's loop against the world: the reads made, and the plan.
+fn plan_compute(
+    spec: &WorkspaceSpec,
+    previous: &WorkspaceStatus,
+    generation: i64,
+    hold: Option<crate::core::plan::Hold>,
+    world: &ComputeWorld,
+) -> (Vec<ComputeRead>, Result<DecidedCompute, ComputeHalt>) {
+    let compute = spec
+        .spheron
+        .clone()
+        .and_then(|s| s.compute)
+        .expect("compute");
+    let request = WorkspaceRequest {
+        key: "team/api".into(),
+        external_name: "team-api".into(),
+        spec,
+        env: BTreeMap::new(),
+        previous,
+        generation,
+        observed_generation: previous.observed_generation,
+        mode: crate::core::reconciler::Mode {
+            hold,
+            requested: false,
+        },
+        create_pending: false,
+        poll_interval: None,
+    };
+    let mut o = ComputeObserved {
+        organization: "org".into(),
+        instances: world.instances.clone(),
+        fresh: false,
+        other_kind: BTreeMap::new(),
+        confirmed: BTreeMap::new(),
+        deployments: BTreeMap::new(),
+        topic: "topic-1".into(),
+        at: Timestamp::now(),
+    };
+    let mut reads = Vec::new();
+    loop {
+        let result = decide_compute(&request, &compute, &o);
+        let Err(ComputeHalt::Need(read)) = &result else {
+            return (reads, result);
+        };
+        assert!(reads.len() < 8, "reads without end: {reads:?}");
+        reads.push(read.clone());
+        match read.clone() {
+            ComputeRead::FreshListing => o.fresh = true,
+            ComputeRead::OtherKind(id) => {
+                o.other_kind.insert(id, false);
+            }
+            ComputeRead::Confirmed(id) => {
+                o.confirmed.insert(id, world.confirmed.clone());
+            }
+            ComputeRead::Deployment(id) => {
+                let d = world.deployments.get(&id).cloned();
+                o.deployments.insert(id, d);
+            }
+        }
+    }
+}
+
+fn ready_at(generation: i64) -> WorkspaceStatus {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    WorkspaceStatus {
+        external_id: Some("i1".into()),
+        observed_generation: Some(generation),
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Available".into(),
+            message: String::new(),
+            observed_generation: Some(generation),
+            last_transition_time: Time(Timestamp::now()),
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_compute_plan_creates_then_follows_the_first_deployment() {
+    use crate::core::plan::table::assert_steps;
+    use crate::core::plan::StepAction::{Await, Create};
+    let s = compute_spec(
+        json!({"image": "nginx:1.27", "machine": "Ventus Nano 1"}),
+        2,
+    );
+    let world = ComputeWorld {
+        instances: vec![],
+        deployments: BTreeMap::new(),
+        confirmed: None,
+    };
+    let (reads, d) = plan_compute(&s, &WorkspaceStatus::default(), 1, None, &world);
+    assert_eq!(
+        reads,
+        vec![ComputeRead::FreshListing],
+        "a create looks afresh first"
+    );
+    let p = d.expect("plan").planned;
+    assert_steps(
+        &p.plan,
+        &[
+            (
+                Create,
+                "compute instance",
+                "<new>",
+                false,
+                vec!["spec.spheron.compute.image", "spec.replicas"],
+            ),
+            (Await, "deployment", "<step 1>", false, vec![]),
+        ],
+        "create",
+    );
+    let ComputeOp::Create { body, .. } = &p.plan.steps[0].op else {
+        panic!("not a create")
+    };
+    assert_eq!(
+        body.unique_topic_id, "topic-1",
+        "the topic comes from the observation"
+    );
+    assert!(
+        p.report.notes.is_empty(),
+        "the Created Event comes with the answer"
+    );
+
+    // Observed: nothing to create, and no plan.
+    let (_, d) = plan_compute(
+        &s,
+        &WorkspaceStatus::default(),
+        1,
+        Some(crate::core::plan::Hold::Observe),
+        &world,
+    );
+    let p = d.expect("plan").planned;
+    assert!(p.plan.is_empty());
+    assert_eq!(p.report.readiness.reason, Reason::NotFound);
+}
+
+#[test]
+fn a_compute_plan_sets_back_replicas_changed_at_spheron_as_drift() {
+    use crate::core::plan::table::assert_steps;
+    use crate::core::plan::StepAction::{Await, Update};
+    let s = compute_spec(
+        json!({"image": "nginx:1.27", "machine": "Ventus Nano 1"}),
+        2,
+    );
+    let mut world = ComputeWorld {
+        instances: vec![instance("i1", &["d1", "d2"], Some("d2"))],
+        deployments: [("d2".to_string(), running("d2", "Deployed", 3))].into(),
+        confirmed: None,
+    };
+    let (reads, d) = plan_compute(&s, &ready_at(1), 1, None, &world);
+    assert_eq!(
+        reads,
+        vec![
+            ComputeRead::Confirmed("i1".into()),
+            ComputeRead::Deployment("d2".into())
+        ]
+    );
+    let p = d.expect("plan").planned;
+    assert_steps(
+        &p.plan,
+        &[
+            (
+                Update,
+                "compute instance",
+                "i1",
+                true,
+                vec!["spec.replicas"],
+            ),
+            (Await, "deployment", "<step 1>", false, vec![]),
+        ],
+        "drift",
+    );
+    assert_eq!(p.plan.steps[0].first_change(), ("3".into(), "2".into()));
+    assert!(
+        p.plan.steps[0].record.is_some(),
+        "the update's operation is saved before it is sent"
+    );
+    // A spec change is an update, not drift.
+    let (_, d) = plan_compute(&s, &ready_at(1), 2, None, &world);
+    assert!(!d.expect("plan").planned.plan.steps[0].drift);
+
+    // In line with the spec: nothing to send, and bosun may remember that.
+    world
+        .deployments
+        .insert("d2".into(), running("d2", "Deployed", 2));
+    let (_, d) = plan_compute(&s, &ready_at(1), 1, None, &world);
+    let d = d.expect("plan");
+    assert!(d.planned.plan.is_empty() && d.planned.report.readiness.ready);
+    let (_, _, print) = d.confirm.expect("confirmed");
+    // Remembered: the next poll reads no deployment.
+    world.confirmed = Some(("d2".into(), print));
+    let (reads, d) = plan_compute(&s, &ready_at(1), 1, None, &world);
+    assert_eq!(reads, vec![ComputeRead::Confirmed("i1".into())]);
+    assert!(d.expect("plan").planned.report.readiness.ready);
+}
+
+#[test]
+fn a_compute_deployment_in_flight_is_awaited() {
+    let s = compute_spec(
+        json!({"image": "nginx:1.27", "machine": "Ventus Nano 1"}),
+        2,
+    );
+    let world = ComputeWorld {
+        instances: vec![instance("i1", &["d1", "d3"], Some("d1"))],
+        deployments: [("d3".to_string(), running("d3", "Pending", 2))].into(),
+        confirmed: None,
+    };
+    let (_, d) = plan_compute(&s, &ready_at(1), 1, None, &world);
+    let p = d.expect("plan").planned;
+    assert_eq!(p.plan.steps.len(), 1);
+    assert_eq!(p.plan.steps[0].action, crate::core::plan::StepAction::Await);
+    assert_eq!(p.report.readiness.reason, Reason::Deploying);
+}
