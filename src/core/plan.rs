@@ -306,6 +306,39 @@ pub enum Hold {
     DryRun,
 }
 
+/// Where a plan that names its own reads stops: a read the observation lacks, or an error for
+/// the user. Observe runs such a plan until it lacks nothing, so the reads a poll costs and the
+/// decisions they serve are written once, in the plan.
+#[derive(Debug)]
+pub enum Halt<R> {
+    Need(R),
+    Error(ReconcileError),
+}
+
+impl<R> From<ReconcileError> for Halt<R> {
+    fn from(e: ReconcileError) -> Self {
+        Halt::Error(e)
+    }
+}
+
+/// A value the observation holds, or the read that gets it.
+pub fn need<T, R>(value: Option<&T>, read: R) -> Result<&T, Halt<R>> {
+    value.ok_or(Halt::Need(read))
+}
+
+/// A plan's result once observe has read all it could: a read still lacking (observe gave up
+/// after its limit) is an error, never a guess.
+pub fn decided<T, R: std::fmt::Debug>(result: Result<T, Halt<R>>) -> Result<T, ReconcileError> {
+    match result {
+        Ok(t) => Ok(t),
+        Err(Halt::Error(e)) => Err(e),
+        Err(Halt::Need(read)) => Err(ReconcileError::user(
+            Reason::Unknown,
+            format!("the plan needs a read ({read:?}) that observe did not make"),
+        )),
+    }
+}
+
 /// What the platform computed for one reconcile: the plan, and the report that holds if
 /// nothing of it is sent (the observed status; for a plan that writes, the progress it
 /// starts).

@@ -27,7 +27,7 @@ use crate::core::drivers::{
 };
 use crate::core::error::ReconcileError;
 use crate::core::plan::{
-    self, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
+    self, need, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
 };
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};
@@ -72,22 +72,7 @@ pub struct Observed {
     pub at: Timestamp,
 }
 
-/// What the plan stops at: a read it lacks, or an error for the user.
-#[derive(Debug)]
-pub enum Halt {
-    Need(Read),
-    Error(ReconcileError),
-}
-
-impl From<ReconcileError> for Halt {
-    fn from(e: ReconcileError) -> Self {
-        Halt::Error(e)
-    }
-}
-
-fn need<T>(value: Option<&T>, read: Read) -> Result<&T, Halt> {
-    value.ok_or(Halt::Need(read))
-}
+type Halt = plan::Halt<Read>;
 
 /// The call a step makes.
 #[derive(Clone, Debug, PartialEq)]
@@ -1569,17 +1554,9 @@ impl Codesphere {
     }
 }
 
-/// The plan, or the error for a read the observation lacks (never, since observe reads until
-/// the plan lacks nothing; it stops after [`MAX_READS`]).
+/// The plan, once observe has read what it needs.
 fn decided(request: &WorkspaceRequest<'_>, o: &Observed) -> Result<Decided, ReconcileError> {
-    match decide(request, o) {
-        Ok(d) => Ok(d),
-        Err(Halt::Error(e)) => Err(e),
-        Err(Halt::Need(read)) => Err(ReconcileError::user(
-            Reason::Unknown,
-            format!("the plan needs a read ({read:?}) that observe did not make"),
-        )),
-    }
+    plan::decided(decide(request, o))
 }
 
 fn workspace_id(target: &Target, answers: &[CsAnswer]) -> Result<i64, ReconcileError> {

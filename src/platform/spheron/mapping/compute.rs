@@ -374,26 +374,7 @@ pub struct ComputeObserved {
     pub at: Timestamp,
 }
 
-/// What the compute plan stops at: a read it lacks, or an error for the user.
-#[derive(Debug)]
-pub enum ComputeHalt {
-    Need(ComputeRead),
-    Error(ReconcileError),
-}
-
-impl From<ReconcileError> for ComputeHalt {
-    fn from(e: ReconcileError) -> Self {
-        ComputeHalt::Error(e)
-    }
-}
-
-fn need<'o, K: Ord, T>(
-    map: &'o BTreeMap<K, T>,
-    key: &K,
-    read: impl FnOnce() -> ComputeRead,
-) -> Result<&'o T, ComputeHalt> {
-    map.get(key).ok_or_else(|| ComputeHalt::Need(read()))
-}
+pub type ComputeHalt = plan::Halt<ComputeRead>;
 
 /// The request a compute step carries.
 #[derive(Clone, Debug, PartialEq)]
@@ -492,7 +473,7 @@ pub fn decide_compute(
     // Before creating, or concluding that a known instance is gone, look again in a fresh
     // listing: a shared one may predate a create.
     if act && matches!(located, Located::Absent | Located::Gone(_)) && !o.fresh {
-        return Err(ComputeHalt::Need(ComputeRead::FreshListing));
+        return Err(plan::Halt::Need(ComputeRead::FreshListing));
     }
     let instance = match located {
         Located::Found(i) => i,
@@ -516,7 +497,7 @@ pub fn decide_compute(
         }
         gone_or_absent => {
             if let Located::Gone(id) = &gone_or_absent {
-                if *need(&o.other_kind, id, || ComputeRead::OtherKind(id.clone()))? {
+                if *need(o.other_kind.get(id), ComputeRead::OtherKind(id.clone()))? {
                     return Err(unsupported(format!(
                         "spec.spheron.compute: this Workspace manages site project {id}, and a site cannot become a compute instance; create a new Workspace for the instance"
                     )).into());
@@ -593,9 +574,10 @@ pub fn decide_compute(
     // Nothing changed at Spheron since bosun found the instance matching this spec.
     if let Some(newest) = &newest_id {
         if instance.state == InstanceState::Active && !request.mode.requested {
-            let confirmed = need(&o.confirmed, &instance.id, || {
-                ComputeRead::Confirmed(instance.id.clone())
-            })?;
+            let confirmed = need(
+                o.confirmed.get(&instance.id),
+                ComputeRead::Confirmed(instance.id.clone()),
+            )?;
             if *confirmed == Some((newest.clone(), desired.print)) {
                 let msg = format!(
                     "compute instance {} runs the spec ({} replicas)",
@@ -613,7 +595,7 @@ pub fn decide_compute(
     }
 
     let newest = match &newest_id {
-        Some(id) => need(&o.deployments, id, || ComputeRead::Deployment(id.clone()))?.clone(),
+        Some(id) => need(o.deployments.get(id), ComputeRead::Deployment(id.clone()))?.clone(),
         None => None,
     };
     if let (Some(op), Some(n)) = (status.operation.as_mut(), newest.as_ref()) {
@@ -634,11 +616,7 @@ pub fn decide_compute(
                 .as_ref()
                 .map(|n| n.status.to_string())
                 .unwrap_or_default();
-            if ours
-                && op
-                    .as_ref()
-                    .is_some_and(|op| past_deadline(op, o.at))
-            {
+            if ours && op.as_ref().is_some_and(|op| past_deadline(op, o.at)) {
                 let msg = format!(
                     "deployment {n_id} of compute instance {} did not finish within {} minutes ({n_state})",
                     instance.id,
@@ -688,7 +666,7 @@ pub fn decide_compute(
     let active_id = instance.active_deployment.clone().or(newest_id.clone());
     let running = match (&active_id, &newest) {
         (Some(a), Some(n)) if *a == n.id => Some(n.clone()),
-        (Some(a), _) => need(&o.deployments, a, || ComputeRead::Deployment(a.clone()))?.clone(),
+        (Some(a), _) => need(o.deployments.get(a), ComputeRead::Deployment(a.clone()))?.clone(),
         (None, _) => None,
     }
     .filter(|d| d.status.is_success() || d.status == ComputeDeploymentStatus::Deprecated);
@@ -919,14 +897,7 @@ fn decided_compute(
     compute: &SpheronCompute,
     o: &ComputeObserved,
 ) -> Result<DecidedCompute, ReconcileError> {
-    match decide_compute(request, compute, o) {
-        Ok(d) => Ok(d),
-        Err(ComputeHalt::Error(e)) => Err(e),
-        Err(ComputeHalt::Need(read)) => Err(ReconcileError::user(
-            Reason::Unknown,
-            format!("the plan needs a read ({read:?}) that observe did not make"),
-        )),
-    }
+    plan::decided(decide_compute(request, compute, o))
 }
 
 impl ComputeSeam<'_> {
@@ -976,7 +947,7 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for ComputeSeam<'_> {
         };
         // The plan says which reads it needs, one at a time.
         for _ in 0..MAX_COMPUTE_READS {
-            let Err(ComputeHalt::Need(read)) = decide_compute(request, self.compute, &o) else {
+            let Err(plan::Halt::Need(read)) = decide_compute(request, self.compute, &o) else {
                 break;
             };
             match read {

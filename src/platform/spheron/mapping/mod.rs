@@ -64,7 +64,7 @@ use crate::core::drivers::{
 };
 use crate::core::error::ReconcileError;
 use crate::core::plan::{
-    self, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
+    self, need, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
 };
 use crate::core::reason::Reason;
 use crate::core::reconciler::{Cleanup, Note, Report};

@@ -958,7 +958,7 @@ fn plan_compute(
     let mut reads = Vec::new();
     loop {
         let result = decide_compute(&request, &compute, &o);
-        let Err(ComputeHalt::Need(read)) = &result else {
+        let Err(crate::core::plan::Halt::Need(read)) = &result else {
             return (reads, result);
         };
         assert!(reads.len() < 8, "reads without end: {reads:?}");
