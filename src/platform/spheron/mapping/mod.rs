@@ -49,9 +49,9 @@ pub use site::*;
 
 use super::client::{
     BuildConfiguration, ComputeDeployment, ComputeDeploymentStatus, ComputeInstance,
-    ComputeService, CreateComputeInstance, DeployedService, Deployment, DeploymentStatus, EnvEntry,
-    InstanceDeployment, InstanceState, Port, Project, ProjectState, SpheronClient, StartDeployment,
-    UpdateComputeInstance,
+    ComputeService, CreateComputeInstance, DeployedService, Deployment, DeploymentStarted,
+    DeploymentStatus, EnvEntry, InstanceDeployment, InstanceState, Port, Project, ProjectState,
+    SpheronClient, StartDeployment, UpdateComputeInstance,
 };
 use crate::api::{
     GitRef, OperationStatus, RunState, ServiceScaleStatus, SpheronCompute, SpheronSite,

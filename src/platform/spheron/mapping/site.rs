@@ -366,6 +366,841 @@ pub(super) fn new_operation(kind: &str, id: String, generation: i64) -> Operatio
 // ---------------------------------------------------------------------------------------------
 // Sites.
 
+/// A read the site plan needs before it can decide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SiteRead {
+    /// The organization's projects again, not a shared listing from before a create.
+    FreshListing,
+    /// Whether an id bosun knew is a compute instance: a Workspace cannot switch kinds.
+    OtherKind(String),
+    /// A project's recent deployments, newest first: where a start sent before a crash went.
+    Recent(String),
+    /// A project's newest deployment.
+    Newest(String),
+    Deployment(String),
+    /// What bosun last confirmed a project serves (bosun's memory, not the platform).
+    Confirmed(String),
+}
+
+pub type SiteHalt = plan::Halt<SiteRead>;
+
+/// What Spheron showed for one site Workspace.
+#[derive(Clone, Debug)]
+pub struct SiteObserved {
+    pub organization: String,
+    pub projects: Arc<Vec<Project>>,
+    pub fresh: bool,
+    pub other_kind: BTreeMap<String, bool>,
+    pub recent: BTreeMap<String, Vec<Deployment>>,
+    pub newest: BTreeMap<String, Option<Deployment>>,
+    /// Deployments read by this reconcile (those of `recent` and `newest` too).
+    pub deployments: BTreeMap<String, Option<Deployment>>,
+    pub confirmed: BTreeMap<String, Option<(String, u64)>>,
+    /// The `uniqueTopicId` a start carries, chosen here so the plan is a function of the
+    /// observation.
+    pub topic: String,
+    pub at: Timestamp,
+}
+
+impl SiteObserved {
+    /// Records a project's recent deployments. They were read now, so they are fresh: none is
+    /// read a second time.
+    pub fn read_recent(&mut self, project: String, recent: Vec<Deployment>) {
+        for d in &recent {
+            self.deployments.insert(d.id.clone(), Some(d.clone()));
+        }
+        self.recent.insert(project, recent);
+    }
+
+    /// Records a project's newest deployment, fresh as [`Self::read_recent`].
+    pub fn read_newest(&mut self, project: String, newest: Option<Deployment>) {
+        if let Some(d) = &newest {
+            self.deployments.insert(d.id.clone(), Some(d.clone()));
+        }
+        self.newest.insert(project, newest);
+    }
+}
+
+/// The request a site step carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SiteOp {
+    /// Set an archived project back to MAINTAINED.
+    Unarchive {
+        notes: Vec<Note>,
+    },
+    /// Cancel a deployment of an older spec.
+    Cancel {
+        notes: Vec<Note>,
+    },
+    Start {
+        body: Box<StartDeployment>,
+        /// `status.operation` once the deployment id is known.
+        operation: OperationStatus,
+        git_ref: String,
+    },
+    Redeploy {
+        deployment: String,
+        operation: OperationStatus,
+    },
+    Await,
+}
+
+/// What Spheron answers a site step with.
+#[derive(Clone, Debug)]
+pub enum SiteAnswer {
+    Started(Box<DeploymentStarted>),
+    Done,
+}
+
+/// The plan, and what bosun may remember once it is through: the project serves this spec.
+pub struct DecidedSite {
+    pub planned: Planned<SiteOp, WorkspaceStatus>,
+    /// (project, deployment, spec print) that serves the spec.
+    pub confirm: Option<(String, String, u64)>,
+}
+
+fn project_target(id: ObjectId, name: &str) -> Target {
+    Target {
+        kind: "project",
+        name: name.to_string(),
+        id,
+    }
+}
+
+fn await_site_deployment(id: ObjectId, summary: String) -> Step<SiteOp> {
+    Step {
+        action: StepAction::Await,
+        target: Target {
+            kind: "deployment",
+            name: String::new(),
+            id,
+        },
+        changes: Vec::new(),
+        drift: false,
+        summary,
+        deadline: Some(Duration::from_secs(
+            DEPLOY_DEADLINE.as_secs().unsigned_abs(),
+        )),
+        record: None,
+        op: SiteOp::Await,
+    }
+}
+
+/// The project a start answer names.
+fn started_project(started: &DeploymentStarted) -> Option<String> {
+    started
+        .project_id
+        .clone()
+        .or_else(|| started.deployment.as_ref().and_then(|d| d.project.clone()))
+}
+
+/// The plan for a site Workspace (pure): the first deployment (which creates the project), or
+/// a new deployment, a redeploy or a cancel-and-start when what is served differs from the
+/// spec, or following the deployment in flight.
+pub fn decide_site(
+    request: &WorkspaceRequest<'_>,
+    o: &SiteObserved,
+) -> Result<DecidedSite, SiteHalt> {
+    let spec = request.spec;
+    let organization = o.organization.as_str();
+    if spec.replicas > 1 {
+        return Err(unsupported(format!(
+            "spec.replicas: a Spheron site is static content served by its storage protocol and has no replica count; set spec.replicas to 1 (not {}), or set spec.spheron.compute to run a compute instance with replicas",
+            spec.replicas
+        )).into());
+    }
+    if spec.plan.is_some() {
+        return Err(unsupported(
+            "spec.plan: a Spheron site has no machine size; remove spec.plan (a compute instance takes spec.spheron.compute.machine)",
+        ).into());
+    }
+    // Validate the spec before anything else.
+    SiteDesired::new(spec, &request.env, organization, None)?;
+    let observe_only = request.mode.observing();
+    let act = request.mode.act();
+    let mut status = request.previous.clone();
+    let mut notes = Vec::new();
+    let mut plan = Plan::default();
+    let mut adopt = None;
+    status.selector = Some(selector(&request.key));
+    let done = |plan, report, adopt, confirm| {
+        Ok(DecidedSite {
+            planned: Planned {
+                plan,
+                report,
+                adopt,
+            },
+            confirm,
+        })
+    };
+
+    let wanted = repo_key(&spec.source.repository);
+    let adopt_by_name = spec.adopt_by_name || observe_only;
+    let located = locate(
+        &o.projects,
+        known_id(request),
+        &wanted,
+        request.create_pending,
+        adopt_by_name,
+    );
+    // About to create, or to conclude a known project is gone: look again in a fresh
+    // listing, never a shared one.
+    if act && matches!(located, Located::Absent | Located::Gone(_)) && !o.fresh {
+        return Err(plan::Halt::Need(SiteRead::FreshListing));
+    }
+    let project = match located {
+        Located::Found(p) => p,
+        Located::NameTaken(p) => {
+            return Err(ReconcileError::user(
+                Reason::NameTaken,
+                format!(
+                    "organization {organization} already has Spheron project {} ({}) for repository {}, which bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it",
+                    p.id, p.name, spec.source.repository, p.id
+                ),
+            ).into());
+        }
+        Located::Ambiguous(n) => {
+            return Err(ReconcileError::user(
+                Reason::CreateOutcomeUnknown,
+                format!(
+                    "organization {organization} has {n} Spheron projects for repository {}: set spec.externalId to the one to manage",
+                    spec.source.repository
+                ),
+            ).into());
+        }
+        gone_or_absent => {
+            if let Located::Gone(id) = &gone_or_absent {
+                if *need(o.other_kind.get(id), SiteRead::OtherKind(id.clone()))? {
+                    return Err(unsupported(format!(
+                        "spec.spheron.compute: this Workspace manages compute instance {id}, and a compute instance cannot become a site; create a new Workspace for the site"
+                    )).into());
+                }
+                if spec.external_id.is_some() || !act {
+                    return Err(ReconcileError::user(
+                        Reason::ExternalObjectNotFound,
+                        format!("organization {organization} has no Spheron project {id}"),
+                    )
+                    .into());
+                }
+                notes.push(Note::warning(
+                    Reason::DriftCorrected,
+                    "Create",
+                    format!("Spheron project {id} is gone at the platform; deploying again"),
+                ));
+                status.operation = None;
+            }
+            if observe_only {
+                let msg = format!(
+                    "organization {organization} has no Spheron project for repository {}",
+                    spec.source.repository
+                );
+                return done(plan, not_found(status, notes, true, msg), adopt, None);
+            }
+            let report = plan_create_site(request, o, &mut plan, status, notes)?;
+            // Paused: the create waits, and the plan shows it.
+            let report = if act {
+                report
+            } else {
+                not_found(report.status, report.notes, false, String::new())
+            };
+            return done(plan, report, adopt, None);
+        }
+    };
+    let desired = SiteDesired::new(
+        spec,
+        &request.env,
+        organization,
+        project.configuration.as_ref(),
+    )?;
+    let target = project_target(ObjectId::Known(project.id.clone()), &project.name);
+
+    if status.external_id.as_deref() != Some(project.id.as_str()) {
+        adopt = Some(project.id.clone());
+        notes.push(Note::normal(
+            Reason::Adopted,
+            "Adopt",
+            format!("manages Spheron project {} ({})", project.id, project.name),
+        ));
+        status.external_id = Some(project.id.clone());
+    }
+    if project.state == ProjectState::Archived {
+        plan.push(Step {
+            action: StepAction::Update,
+            target: target.clone(),
+            changes: vec![Change::new(
+                "project state",
+                Some(ProjectState::Archived.to_string()),
+                Some(ProjectState::Maintained.to_string()),
+            )],
+            drift: false,
+            summary: "set the project back to MAINTAINED".into(),
+            deadline: None,
+            record: None,
+            op: SiteOp::Unarchive {
+                notes: vec![Note::warning(
+                    Reason::DriftCorrected,
+                    "Correct",
+                    format!(
+                        "Spheron project {} was archived at the platform: set back to MAINTAINED",
+                        project.id
+                    ),
+                )],
+            },
+        });
+        if !act {
+            let msg = format!("Spheron project {} is archived", project.id);
+            let readiness = Readiness::not_ready(Reason::Archived, msg);
+            return done(
+                plan,
+                Report::settled(status, notes, readiness, observe_only),
+                adopt,
+                None,
+            );
+        }
+    }
+
+    // The deployment bosun follows: one it may have started before a restart, else the one
+    // in status, else (an adopted project) the project's newest.
+    if let Some(op) = status.operation.clone().filter(|o| o.state == REQUESTING) {
+        let recent = need(
+            o.recent.get(&project.id),
+            SiteRead::Recent(project.id.clone()),
+        )?;
+        status.operation = adopt_requested(&op, recent).map(|d| OperationStatus {
+            id: Some(d.id.clone()),
+            state: d.status.to_string(),
+            ..op
+        });
+    }
+    if !status.operation.as_ref().is_some_and(is_site_op) {
+        let newest = need(
+            o.newest.get(&project.id),
+            SiteRead::Newest(project.id.clone()),
+        )?;
+        status.operation = newest.as_ref().map(|d| OperationStatus {
+            kind: DEPLOY.into(),
+            id: Some(d.id.clone()),
+            state: d.status.to_string(),
+            generation: None,
+            started_at: d.created_at.clone(),
+            deadline: None,
+        });
+    }
+    if let Some(op) = status
+        .operation
+        .clone()
+        .filter(|o| !DeploymentStatus::parse(&o.state).is_terminal())
+    {
+        let id = op.id.clone().unwrap_or_default();
+        let current = need(o.deployments.get(&id), SiteRead::Deployment(id.clone()))?;
+        status.operation = current.as_ref().map(|d| OperationStatus {
+            state: d.status.to_string(),
+            ..op.clone()
+        });
+    }
+
+    // Whether the last successful deployment is the spec's: known without a call while
+    // nothing changed since bosun last found so.
+    let op = status.operation.clone();
+    let mut matches = false;
+    let mut confirm = None;
+    if let Some(op) = op
+        .as_ref()
+        .filter(|o| DeploymentStatus::parse(&o.state).is_success())
+    {
+        let id = op.id.clone().unwrap_or_default();
+        let confirmed = need(
+            o.confirmed.get(&project.id),
+            SiteRead::Confirmed(project.id.clone()),
+        )?;
+        if *confirmed == Some((id.clone(), desired.print)) {
+            matches = true;
+        } else if let Some(dep) = need(o.deployments.get(&id), SiteRead::Deployment(id.clone()))? {
+            let variables: Vec<String> = project
+                .environment_variables
+                .iter()
+                .map(|v| v.name.clone())
+                .collect();
+            matches = site_differences(dep, &desired, &variables).is_empty();
+            if let Some(url) = dep.site_preview.clone().filter(|u| !u.is_empty()) {
+                status.url = Some(url);
+            }
+            if dep.commit_id.is_some() {
+                status.deployed_revision = dep.commit_id.clone();
+            }
+            status.replicas = Some(1);
+            if matches {
+                status.source_ref = Some(desired.git_ref.clone());
+                confirm = Some((project.id.clone(), id.clone(), desired.print));
+            }
+        }
+    }
+
+    let mut step = plan_site(
+        op.as_ref(),
+        request.generation,
+        request.mode.requested,
+        matches,
+    );
+    if step == SiteStep::Wait && op.as_ref().is_some_and(|op| past_deadline(op, o.at)) {
+        if !(request.mode.requested && act) {
+            let id = op.as_ref().and_then(|o| o.id.clone()).unwrap_or_default();
+            let msg = format!(
+                "deployment {id} did not finish within {} minutes; set bosun.dev/reconcile-requested-at to cancel it and deploy again",
+                DEPLOY_DEADLINE.as_secs() / 60
+            );
+            let report = Report::stalled(status, notes, Reason::DeploymentDeadlineExceeded, msg);
+            return done(plan, report, adopt, confirm);
+        }
+        step = SiteStep::Supersede;
+    }
+    let dep_id = op.as_ref().and_then(|o| o.id.clone()).unwrap_or_default();
+    let dep_state = op.as_ref().map(|o| o.state.clone()).unwrap_or_default();
+    let follow = || {
+        await_site_deployment(
+            ObjectId::Known(dep_id.clone()),
+            format!("follow deployment {dep_id} until it ends"),
+        )
+    };
+    let report = match step {
+        SiteStep::Wait => {
+            plan.push(follow());
+            Report::progressing(
+                status,
+                notes,
+                Reason::Deploying,
+                format!("deployment {dep_id} of {} is {dep_state}", desired.git_ref),
+                DEPLOY_POLL,
+            )
+        }
+        SiteStep::Authorize => {
+            // One Event when the condition starts saying so (the start call itself may
+            // already have answered AuthorizationNeeded).
+            let announced = request.previous.conditions.iter().any(|c| {
+                c.type_ == crate::api::condition_types::READY
+                    && c.reason == Reason::AuthorizationNeeded.as_str()
+            });
+            if !announced {
+                notes.push(Note::warning(
+                    Reason::AuthorizationNeeded,
+                    "Deploy",
+                    format!("Spheron deployment {dep_id} waits for authorization: the repository's owner must authorize it in the Spheron dashboard"),
+                ));
+            }
+            plan.push(follow());
+            Report::progressing(
+                status,
+                notes,
+                Reason::AuthorizationNeeded,
+                format!("deployment {dep_id} of {} waits for authorization at Spheron: authorize it in the Spheron dashboard (the repository's owner must approve it)", desired.git_ref),
+                AUTHORIZATION_POLL,
+            )
+        }
+        SiteStep::Failed => {
+            let dep = need(
+                o.deployments.get(&dep_id),
+                SiteRead::Deployment(dep_id.clone()),
+            )?;
+            let state = DeploymentStatus::parse(&dep_state);
+            let why = dep
+                .as_ref()
+                .and_then(|d| d.failure_reason())
+                .unwrap_or_else(|| state.to_string());
+            let msg = format!(
+                "deployment {dep_id} of {} ended {state} ({why}); change the spec or set bosun.dev/reconcile-requested-at to deploy again",
+                desired.git_ref
+            );
+            Report::stalled(status, notes, failure_reason_code(&state), msg)
+        }
+        SiteStep::Done => {
+            let url = status.url.clone().unwrap_or_default();
+            let readiness = Readiness::ready(
+                Reason::Deployed,
+                format!(
+                    "Spheron project {} serves {} at {url}",
+                    project.id, desired.git_ref
+                ),
+            );
+            Report::settled(status, notes, readiness, observe_only)
+        }
+        SiteStep::Start | SiteStep::Redeploy | SiteStep::Supersede => {
+            let started = if step == SiteStep::Redeploy {
+                plan.push(Step {
+                    action: StepAction::Start,
+                    target: target.clone(),
+                    changes: vec![Change::new(
+                        "status.operation",
+                        Some(format!("deployment {dep_id}")),
+                        Some(
+                            "a redeployment (the same commit, the project's latest variables)"
+                                .into(),
+                        ),
+                    )],
+                    drift: false,
+                    summary: format!("redeploy deployment {dep_id}"),
+                    deadline: None,
+                    record: Some(new_operation(
+                        REDEPLOY,
+                        format!("{AFTER_PREFIX}{dep_id}"),
+                        request.generation,
+                    )),
+                    op: SiteOp::Redeploy {
+                        deployment: dep_id.clone(),
+                        operation: new_operation(
+                            REDEPLOY,
+                            format!("{AFTER_PREFIX}{dep_id}"),
+                            request.generation,
+                        ),
+                    },
+                })
+            } else {
+                if step == SiteStep::Supersede {
+                    plan.push(Step {
+                        action: StepAction::Delete,
+                        target: Target {
+                            kind: "deployment",
+                            name: String::new(),
+                            id: ObjectId::Known(dep_id.clone()),
+                        },
+                        changes: Vec::new(),
+                        drift: false,
+                        summary: format!("cancel deployment {dep_id}: it is for an older spec"),
+                        deadline: None,
+                        record: None,
+                        op: SiteOp::Cancel {
+                            notes: vec![Note::normal(
+                                Reason::DeployCanceled,
+                                "Deploy",
+                                format!("canceled deployment {dep_id}: it was for an older spec"),
+                            )],
+                        },
+                    });
+                }
+                push_start(&mut plan, request, o, &desired, target.clone())
+            };
+            plan.push(await_site_deployment(
+                ObjectId::FromStep(started),
+                format!("follow the deployment of {} until it ends", desired.git_ref),
+            ));
+            if act {
+                Report::progressing(
+                    status,
+                    notes,
+                    Reason::Deploying,
+                    format!("a deployment of {} starts", desired.git_ref),
+                    DEPLOY_POLL,
+                )
+            } else {
+                let msg = format!(
+                    "Spheron project {} does not serve {} as the spec says",
+                    project.id, desired.git_ref
+                );
+                let readiness = Readiness::not_ready(Reason::NotDeployed, msg);
+                Report::settled(status, notes, readiness, observe_only)
+            }
+        }
+    };
+    done(plan, report, adopt, confirm)
+}
+
+/// Pushes a start of the spec's source, its operation saved before it is sent.
+fn push_start(
+    plan: &mut Plan<SiteOp>,
+    request: &WorkspaceRequest<'_>,
+    o: &SiteObserved,
+    desired: &SiteDesired,
+    target: Target,
+) -> plan::StepRef {
+    let operation = new_operation(
+        DEPLOY,
+        format!("{TOPIC_PREFIX}{}", o.topic),
+        request.generation,
+    );
+    plan.push(Step {
+        action: if target.id == ObjectId::New {
+            StepAction::Create
+        } else {
+            StepAction::Start
+        },
+        changes: vec![Change::new(
+            "status.sourceRef",
+            request.previous.source_ref.clone(),
+            Some(desired.git_ref.clone()),
+        )],
+        drift: false,
+        summary: format!(
+            "deploy {} of {} to Spheron ({})",
+            desired.git_ref, desired.repository, desired.protocol
+        ),
+        deadline: None,
+        record: Some(operation.clone()),
+        op: SiteOp::Start {
+            body: Box::new(desired.start_body(&o.topic)),
+            operation,
+            git_ref: desired.git_ref.clone(),
+        },
+        target,
+    })
+}
+
+/// The first deployment of a repository, which creates its project.
+fn plan_create_site(
+    request: &WorkspaceRequest<'_>,
+    o: &SiteObserved,
+    plan: &mut Plan<SiteOp>,
+    mut status: WorkspaceStatus,
+    notes: Vec<Note>,
+) -> Result<Report<WorkspaceStatus>, ReconcileError> {
+    let desired = SiteDesired::new(request.spec, &request.env, &o.organization, None)?;
+    let target = project_target(ObjectId::New, &desired.repo_name);
+    let start = push_start(plan, request, o, &desired, target);
+    plan.push(await_site_deployment(
+        ObjectId::FromStep(start),
+        format!(
+            "follow the first deployment of {} until it ends",
+            desired.git_ref
+        ),
+    ));
+    status.source_ref = None;
+    status.url = None;
+    status.deployed_revision = None;
+    Ok(Report::progressing(
+        status,
+        notes,
+        Reason::Deploying,
+        format!(
+            "the first deployment of {} creates its Spheron project",
+            desired.repository
+        ),
+        DEPLOY_POLL,
+    ))
+}
+
+/// A site Workspace's platform, for the plan seam.
+pub struct SiteSeam<'a> {
+    pub client: &'a SpheronClient,
+    pub organization: &'a str,
+}
+
+/// How many reads one observation may make before it stops asking.
+const MAX_SITE_READS: usize = 8;
+
+fn decided_site(
+    request: &WorkspaceRequest<'_>,
+    o: &SiteObserved,
+) -> Result<DecidedSite, ReconcileError> {
+    plan::decided(decide_site(request, o))
+}
+
+#[async_trait]
+impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for SiteSeam<'_> {
+    type Answer = SiteAnswer;
+    type Op = SiteOp;
+    type Observation = SiteObserved;
+
+    async fn observe(
+        &self,
+        request: &WorkspaceRequest<'r>,
+    ) -> Result<SiteObserved, ReconcileError> {
+        let client = self.client;
+        let organization = self.organization;
+        // An earlier create may have gone through unseen: only a fresh listing can tell.
+        let requesting = request
+            .previous
+            .operation
+            .as_ref()
+            .is_some_and(|o| o.state == REQUESTING);
+        if request.create_pending || requesting {
+            client.forget_projects(organization).await;
+        }
+        let mut o = SiteObserved {
+            organization: organization.to_string(),
+            projects: client.projects_of(organization).await?,
+            fresh: false,
+            other_kind: BTreeMap::new(),
+            recent: BTreeMap::new(),
+            newest: BTreeMap::new(),
+            deployments: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
+            topic: topic_id(),
+            at: Timestamp::now(),
+        };
+        // The plan says which reads it needs, one at a time.
+        for _ in 0..MAX_SITE_READS {
+            let Err(plan::Halt::Need(read)) = decide_site(request, &o) else {
+                break;
+            };
+            match read {
+                SiteRead::FreshListing => {
+                    client.forget_projects(organization).await;
+                    o.projects = client.projects_of(organization).await?;
+                    o.fresh = true;
+                }
+                SiteRead::OtherKind(id) => {
+                    let other = client.owned_by_other_kind(organization, &id, false).await?;
+                    o.other_kind.insert(id, other);
+                }
+                SiteRead::Recent(project) => {
+                    let recent = client
+                        .list_project_deployments_page(&project, 0, RECENT_DEPLOYMENTS, None)
+                        .await?;
+                    o.read_recent(project, recent);
+                }
+                SiteRead::Newest(project) => {
+                    let newest = client
+                        .list_project_deployments_page(&project, 0, 1, None)
+                        .await?
+                        .into_iter()
+                        .next();
+                    o.read_newest(project, newest);
+                }
+                SiteRead::Deployment(id) => {
+                    let deployment = client.site_deployment(&id).await?;
+                    o.deployments.insert(id, deployment);
+                }
+                SiteRead::Confirmed(project) => {
+                    let confirmed = client.shared.confirmed(&project);
+                    o.confirmed.insert(project, confirmed);
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    fn plan(
+        &self,
+        request: &WorkspaceRequest<'r>,
+        observed: &SiteObserved,
+    ) -> Result<Planned<SiteOp, WorkspaceStatus>, ReconcileError> {
+        decided_site(request, observed).map(|d| d.planned)
+    }
+
+    async fn execute(
+        &self,
+        step: &Step<SiteOp>,
+        _answers: &[SiteAnswer],
+    ) -> Result<SiteAnswer, ReconcileError> {
+        let client = self.client;
+        let project = match &step.target.id {
+            ObjectId::Known(id) if step.target.kind == "project" => Some(id.as_str()),
+            _ => None,
+        };
+        let started = match &step.op {
+            SiteOp::Unarchive { .. } => {
+                if let Some(project) = project {
+                    client
+                        .set_project_state(project, &ProjectState::Maintained)
+                        .await?;
+                }
+                client.forget_projects(self.organization).await;
+                return Ok(SiteAnswer::Done);
+            }
+            SiteOp::Cancel { .. } => {
+                if let ObjectId::Known(id) = &step.target.id {
+                    client.cancel_quietly(id).await?;
+                }
+                return Ok(SiteAnswer::Done);
+            }
+            SiteOp::Await => return Ok(SiteAnswer::Done),
+            SiteOp::Start { body, .. } => {
+                let started = client.start_deployment(body).await?;
+                if step.target.id == ObjectId::New {
+                    client.forget_projects(self.organization).await;
+                    if started_project(&started).is_none() {
+                        return Err(PlatformError::new(
+                            ErrorKind::Protocol,
+                            "spheron startDeployment: the answer names no project",
+                        )
+                        .into());
+                    }
+                }
+                started
+            }
+            SiteOp::Redeploy { deployment, .. } => client.redeploy(deployment).await?,
+        };
+        if let Some(project) = project {
+            client.shared.unconfirm(project);
+        }
+        Ok(SiteAnswer::Started(Box::new(started)))
+    }
+
+    fn answered_id(&self, answer: &SiteAnswer) -> Option<String> {
+        match answer {
+            SiteAnswer::Started(started) => started_project(started),
+            SiteAnswer::Done => None,
+        }
+    }
+
+    fn answered(
+        &self,
+        report: &mut Report<WorkspaceStatus>,
+        step: &Step<SiteOp>,
+        answer: &SiteAnswer,
+    ) -> Flow {
+        let started = match (&step.op, answer) {
+            (SiteOp::Unarchive { notes } | SiteOp::Cancel { notes }, _) => {
+                report.notes.extend(notes.iter().cloned());
+                return Flow::Continue;
+            }
+            (_, SiteAnswer::Started(started)) => started,
+            _ => return Flow::Continue,
+        };
+        let deployment = started.deployment_id.clone();
+        let (operation, message) = match &step.op {
+            SiteOp::Start {
+                operation, git_ref, ..
+            } => {
+                let note = if step.target.id == ObjectId::New {
+                    let project = started_project(started).unwrap_or_default();
+                    report.status.external_id = Some(project.clone());
+                    report.status.source_ref = None;
+                    report.status.url = None;
+                    report.status.deployed_revision = None;
+                    Note::normal(
+                        Reason::Created,
+                        "Create",
+                        format!("created Spheron project {project} with deployment {deployment} of {git_ref}"),
+                    )
+                } else {
+                    let project = match &step.target.id {
+                        ObjectId::Known(id) => id.clone(),
+                        _ => String::new(),
+                    };
+                    Note::normal(
+                        Reason::DeployStarted,
+                        "Deploy",
+                        format!("started deployment {deployment} of {git_ref} to Spheron project {project}"),
+                    )
+                };
+                report.notes.push(note);
+                (
+                    operation,
+                    format!("deployment {deployment} of {git_ref} started"),
+                )
+            }
+            SiteOp::Redeploy {
+                deployment: previous,
+                operation,
+            } => {
+                report.notes.push(Note::normal(
+                    Reason::DeployStarted,
+                    "Deploy",
+                    format!("redeploying deployment {previous} as {deployment} (the same commit, the project's latest variables)"),
+                ));
+                (operation, format!("redeployment {deployment} started"))
+            }
+            _ => return Flow::Continue,
+        };
+        report.status.operation = Some(OperationStatus {
+            id: Some(deployment),
+            state: started_state(started.deployment.as_ref()),
+            ..operation.clone()
+        });
+        report.progress(Reason::Deploying, message, DEPLOY_POLL);
+        Flow::Stop
+    }
+}
+
 impl SpheronClient {
     pub(super) async fn reconcile_site(
         &self,
@@ -373,464 +1208,17 @@ impl SpheronClient {
         guard: &dyn CreateGuard,
         organization: &str,
     ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
-        let spec = request.spec;
-        if spec.replicas > 1 {
-            return Err(unsupported(format!(
-                "spec.replicas: a Spheron site is static content served by its storage protocol and has no replica count; set spec.replicas to 1 (not {}), or set spec.spheron.compute to run a compute instance with replicas",
-                spec.replicas
-            )));
-        }
-        if spec.plan.is_some() {
-            return Err(unsupported(
-                "spec.plan: a Spheron site has no machine size; remove spec.plan (a compute instance takes spec.spheron.compute.machine)",
-            ));
-        }
-        // Validate the spec before anything is read or written.
-        SiteDesired::new(spec, &request.env, organization, None)?;
-        let observe_only = request.mode.observing();
-        let act = request.mode.act();
-        let mut status = request.previous.clone();
-        let mut notes = Vec::new();
-        status.selector = Some(selector(&request.key));
-
-        let known = known_id(request);
-        let wanted = repo_key(&spec.source.repository);
-        let requesting = status
-            .operation
-            .as_ref()
-            .is_some_and(|o| o.state == REQUESTING);
-        // An earlier create may have gone through unseen: only a fresh listing can tell.
-        if request.create_pending || requesting {
-            self.forget_projects(organization).await;
-        }
-        let adopt = spec.adopt_by_name || observe_only;
-        let projects = self.projects_of(organization).await?;
-        let fresh;
-        let mut located = locate(
-            &projects,
-            known.clone(),
-            &wanted,
-            request.create_pending,
-            adopt,
-        );
-        if act && matches!(located, Located::Absent | Located::Gone(_)) {
-            // About to create: look again in a fresh listing, never a shared one.
-            self.forget_projects(organization).await;
-            fresh = self.projects_of(organization).await?;
-            located = locate(
-                &fresh,
-                known.clone(),
-                &wanted,
-                request.create_pending,
-                adopt,
-            );
-        }
-        let project = match located {
-            Located::Found(p) => p.clone(),
-            Located::NameTaken(p) => {
-                return Err(ReconcileError::user(
-                    Reason::NameTaken,
-                    format!(
-                        "organization {organization} already has Spheron project {} ({}) for repository {}, which bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it",
-                        p.id, p.name, spec.source.repository, p.id
-                    ),
-                ));
-            }
-            Located::Ambiguous(n) => {
-                return Err(ReconcileError::user(
-                    Reason::CreateOutcomeUnknown,
-                    format!(
-                        "organization {organization} has {n} Spheron projects for repository {}: set spec.externalId to the one to manage",
-                        spec.source.repository
-                    ),
-                ));
-            }
-            Located::Gone(id) if self.owned_by_other_kind(organization, &id, false).await? => {
-                return Err(unsupported(format!(
-                    "spec.spheron.compute: this Workspace manages compute instance {id}, and a compute instance cannot become a site; create a new Workspace for the site"
-                )));
-            }
-            Located::Gone(id) if spec.external_id.is_some() || !act => {
-                return Err(ReconcileError::user(
-                    Reason::ExternalObjectNotFound,
-                    format!("organization {organization} has no Spheron project {id}"),
-                ));
-            }
-            Located::Absent | Located::Gone(_) if !act => {
-                let msg = format!(
-                    "organization {organization} has no Spheron project for repository {}",
-                    spec.source.repository
-                );
-                return Ok(not_found(status, notes, observe_only, msg));
-            }
-            gone_or_absent => {
-                if let Located::Gone(id) = gone_or_absent {
-                    notes.push(Note::warning(
-                        Reason::DriftCorrected,
-                        "Create",
-                        format!("Spheron project {id} is gone at the platform; deploying again"),
-                    ));
-                    status.operation = None;
-                }
-                return self
-                    .create_site(request, guard, organization, status, notes)
-                    .await;
-            }
-        };
-        let desired = SiteDesired::new(
-            spec,
-            &request.env,
+        let seam = SiteSeam {
+            client: self,
             organization,
-            project.configuration.as_ref(),
-        )?;
-
-        if status.external_id.as_deref() != Some(project.id.as_str()) {
-            if act {
-                guard.created(&project.id).await?;
-            }
-            notes.push(Note::normal(
-                Reason::Adopted,
-                "Adopt",
-                format!("manages Spheron project {} ({})", project.id, project.name),
-            ));
-            status.external_id = Some(project.id.clone());
+        };
+        let observed = seam.observe(request).await?;
+        let DecidedSite { planned, confirm } = decided_site(request, &observed)?;
+        let report = plan::funnel(&seam, planned, request.mode, guard).await?;
+        if let Some((project, deployment, print)) = confirm {
+            self.shared.confirm(&project, &deployment, print);
         }
-        if project.state == ProjectState::Archived {
-            if !act {
-                let msg = format!("Spheron project {} is archived", project.id);
-                return Ok(Report::settled(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::Archived, msg),
-                    observe_only,
-                ));
-            }
-            self.set_project_state(&project.id, &ProjectState::Maintained)
-                .await?;
-            self.forget_projects(organization).await;
-            notes.push(Note::warning(
-                Reason::DriftCorrected,
-                "Correct",
-                format!(
-                    "Spheron project {} was archived at the platform: set back to MAINTAINED",
-                    project.id
-                ),
-            ));
-        }
-
-        // The deployment bosun follows: one it may have started before a restart, else the
-        // one in status, else (an adopted project) the project's newest.
-        let mut seen: Option<Deployment> = None;
-        if let Some(op) = status.operation.clone().filter(|o| o.state == REQUESTING) {
-            let recent = self
-                .list_project_deployments_page(&project.id, 0, RECENT_DEPLOYMENTS, None)
-                .await?;
-            status.operation = adopt_requested(&op, &recent).map(|d| {
-                seen = Some(d.clone());
-                OperationStatus {
-                    id: Some(d.id.clone()),
-                    state: d.status.to_string(),
-                    ..op
-                }
-            });
-        }
-        if !status.operation.as_ref().is_some_and(is_site_op) {
-            let newest = self
-                .list_project_deployments_page(&project.id, 0, 1, None)
-                .await?
-                .into_iter()
-                .next();
-            status.operation = newest.as_ref().map(|d| OperationStatus {
-                kind: DEPLOY.into(),
-                id: Some(d.id.clone()),
-                state: d.status.to_string(),
-                generation: None,
-                started_at: d.created_at.clone(),
-                deadline: None,
-            });
-            seen = newest;
-        }
-        if let Some(op) = status
-            .operation
-            .clone()
-            .filter(|o| !DeploymentStatus::parse(&o.state).is_terminal())
-        {
-            let id = op.id.clone().unwrap_or_default();
-            // A deployment read by this reconcile is fresh; any other is read now.
-            let current = match seen.take().filter(|d| d.id == id) {
-                Some(d) => Some(d),
-                None => self.site_deployment(&id).await?,
-            };
-            status.operation = current.as_ref().map(|d| OperationStatus {
-                state: d.status.to_string(),
-                ..op.clone()
-            });
-            seen = current;
-        }
-
-        // Whether the last successful deployment is the spec's: known without a call while
-        // nothing changed since bosun last found so.
-        let op = status.operation.clone();
-        let mut matches = false;
-        if let Some(op) = op
-            .as_ref()
-            .filter(|o| DeploymentStatus::parse(&o.state).is_success())
-        {
-            let id = op.id.clone().unwrap_or_default();
-            if self.shared.confirmed(&project.id) == Some((id.clone(), desired.print)) {
-                matches = true;
-            } else {
-                let dep = match seen.clone().filter(|d| d.id == id) {
-                    Some(d) => Some(d),
-                    None => self.site_deployment(&id).await?,
-                };
-                if let Some(dep) = dep {
-                    let variables: Vec<String> = project
-                        .environment_variables
-                        .iter()
-                        .map(|v| v.name.clone())
-                        .collect();
-                    matches = site_differences(&dep, &desired, &variables).is_empty();
-                    if let Some(url) = dep.site_preview.clone().filter(|u| !u.is_empty()) {
-                        status.url = Some(url);
-                    }
-                    if dep.commit_id.is_some() {
-                        status.deployed_revision = dep.commit_id.clone();
-                    }
-                    status.replicas = Some(1);
-                    if matches {
-                        status.source_ref = Some(desired.git_ref.clone());
-                        self.shared.confirm(&project.id, &id, desired.print);
-                    }
-                }
-            }
-        }
-
-        let mut step = plan_site(
-            op.as_ref(),
-            request.generation,
-            request.mode.requested,
-            matches,
-        );
-        if step == SiteStep::Wait
-            && op
-                .as_ref()
-                .is_some_and(|o| past_deadline(o, Timestamp::now()))
-        {
-            if !(request.mode.requested && act) {
-                let id = op.as_ref().and_then(|o| o.id.clone()).unwrap_or_default();
-                let msg = format!(
-                    "deployment {id} did not finish within {} minutes; set bosun.dev/reconcile-requested-at to cancel it and deploy again",
-                    DEPLOY_DEADLINE.as_secs() / 60
-                );
-                return Ok(Report::stalled(
-                    status,
-                    notes,
-                    Reason::DeploymentDeadlineExceeded,
-                    msg,
-                ));
-            }
-            step = SiteStep::Supersede;
-        }
-        let dep_id = op.as_ref().and_then(|o| o.id.clone()).unwrap_or_default();
-        let dep_state = op.as_ref().map(|o| o.state.clone()).unwrap_or_default();
-        match step {
-            SiteStep::Wait => Ok(Report::progressing(
-                status,
-                notes,
-                Reason::Deploying,
-                format!("deployment {dep_id} of {} is {dep_state}", desired.git_ref),
-                DEPLOY_POLL,
-            )),
-            SiteStep::Authorize => {
-                // One Event when the condition starts saying so (the start call itself may
-                // already have answered AuthorizationNeeded).
-                let announced = request.previous.conditions.iter().any(|c| {
-                    c.type_ == crate::api::condition_types::READY
-                        && c.reason == Reason::AuthorizationNeeded.as_str()
-                });
-                if !announced {
-                    notes.push(Note::warning(
-                        Reason::AuthorizationNeeded,
-                        "Deploy",
-                        format!("Spheron deployment {dep_id} waits for authorization: the repository's owner must authorize it in the Spheron dashboard"),
-                    ));
-                }
-                Ok(Report::progressing(
-                    status,
-                    notes,
-                    Reason::AuthorizationNeeded,
-                    format!("deployment {dep_id} of {} waits for authorization at Spheron: authorize it in the Spheron dashboard (the repository's owner must approve it)", desired.git_ref),
-                    AUTHORIZATION_POLL,
-                ))
-            }
-            SiteStep::Failed => {
-                let dep = match seen.filter(|d| d.id == dep_id) {
-                    Some(d) => Some(d),
-                    None => self.site_deployment(&dep_id).await?,
-                };
-                let state = DeploymentStatus::parse(&dep_state);
-                let why = dep
-                    .and_then(|d| d.failure_reason())
-                    .unwrap_or_else(|| state.to_string());
-                let msg = format!(
-                    "deployment {dep_id} of {} ended {state} ({why}); change the spec or set bosun.dev/reconcile-requested-at to deploy again",
-                    desired.git_ref
-                );
-                Ok(Report::stalled(
-                    status,
-                    notes,
-                    failure_reason_code(&state),
-                    msg,
-                ))
-            }
-            SiteStep::Done => {
-                let url = status.url.clone().unwrap_or_default();
-                Ok(Report::settled(
-                    status,
-                    notes,
-                    Readiness::ready(
-                        Reason::Deployed,
-                        format!(
-                            "Spheron project {} serves {} at {url}",
-                            project.id, desired.git_ref
-                        ),
-                    ),
-                    observe_only,
-                ))
-            }
-            SiteStep::Start | SiteStep::Redeploy | SiteStep::Supersede if !act => {
-                let msg = format!(
-                    "Spheron project {} does not serve {} as the spec says",
-                    project.id, desired.git_ref
-                );
-                Ok(Report::settled(
-                    status,
-                    notes,
-                    Readiness::not_ready(Reason::NotDeployed, msg),
-                    observe_only,
-                ))
-            }
-            SiteStep::Redeploy => {
-                let mut op = new_operation(
-                    REDEPLOY,
-                    format!("{AFTER_PREFIX}{dep_id}"),
-                    request.generation,
-                );
-                guard.save_operation(&op).await?;
-                let started = self.redeploy(&dep_id).await?;
-                op.id = Some(started.deployment_id.clone());
-                op.state = started_state(started.deployment.as_ref());
-                status.operation = Some(op);
-                self.shared.unconfirm(&project.id);
-                notes.push(Note::normal(
-                    Reason::DeployStarted,
-                    "Deploy",
-                    format!(
-                        "redeploying deployment {dep_id} as {} (the same commit, the project's latest variables)",
-                        started.deployment_id
-                    ),
-                ));
-                Ok(Report::progressing(
-                    status,
-                    notes,
-                    Reason::Deploying,
-                    format!("redeployment {} started", started.deployment_id),
-                    DEPLOY_POLL,
-                ))
-            }
-            SiteStep::Supersede | SiteStep::Start => {
-                if step == SiteStep::Supersede {
-                    self.cancel_quietly(&dep_id).await?;
-                    notes.push(Note::normal(
-                        Reason::DeployCanceled,
-                        "Deploy",
-                        format!("canceled deployment {dep_id}: it was for an older spec"),
-                    ));
-                }
-                let topic = topic_id();
-                let mut op =
-                    new_operation(DEPLOY, format!("{TOPIC_PREFIX}{topic}"), request.generation);
-                guard.save_operation(&op).await?;
-                let started = self.start_deployment(&desired.start_body(&topic)).await?;
-                op.id = Some(started.deployment_id.clone());
-                op.state = started_state(started.deployment.as_ref());
-                status.operation = Some(op);
-                self.shared.unconfirm(&project.id);
-                notes.push(Note::normal(
-                    Reason::DeployStarted,
-                    "Deploy",
-                    format!(
-                        "started deployment {} of {} to Spheron project {}",
-                        started.deployment_id, desired.git_ref, project.id
-                    ),
-                ));
-                Ok(Report::progressing(
-                    status,
-                    notes,
-                    Reason::Deploying,
-                    format!(
-                        "deployment {} of {} started",
-                        started.deployment_id, desired.git_ref
-                    ),
-                    DEPLOY_POLL,
-                ))
-            }
-        }
-    }
-
-    /// The first deployment of a repository, which creates its project.
-    async fn create_site(
-        &self,
-        request: &WorkspaceRequest<'_>,
-        guard: &dyn CreateGuard,
-        organization: &str,
-        mut status: WorkspaceStatus,
-        mut notes: Vec<Note>,
-    ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
-        let desired = SiteDesired::new(request.spec, &request.env, organization, None)?;
-        guard.before_create().await?;
-        let topic = topic_id();
-        let mut op = new_operation(DEPLOY, format!("{TOPIC_PREFIX}{topic}"), request.generation);
-        guard.save_operation(&op).await?;
-        let started = self.start_deployment(&desired.start_body(&topic)).await?;
-        self.forget_projects(organization).await;
-        let project_id = started
-            .project_id
-            .clone()
-            .or_else(|| started.deployment.as_ref().and_then(|d| d.project.clone()))
-            .ok_or_else(|| {
-                PlatformError::new(
-                    ErrorKind::Protocol,
-                    "spheron startDeployment: the answer names no project",
-                )
-            })?;
-        guard.created(&project_id).await?;
-        op.id = Some(started.deployment_id.clone());
-        op.state = started_state(started.deployment.as_ref());
-        status.external_id = Some(project_id.clone());
-        status.operation = Some(op);
-        status.source_ref = None;
-        status.url = None;
-        status.deployed_revision = None;
-        notes.push(Note::normal(
-            Reason::Created,
-            "Create",
-            format!(
-                "created Spheron project {project_id} for {} with deployment {} of {}",
-                desired.repository, started.deployment_id, desired.git_ref
-            ),
-        ));
-        Ok(Report::progressing(
-            status,
-            notes,
-            Reason::Deploying,
-            format!(
-                "deployment {} of {} started",
-                started.deployment_id, desired.git_ref
-            ),
-            DEPLOY_POLL,
-        ))
+        Ok(report)
     }
 
     /// Cancels a deployment; one that already ended (400) or is gone (404) needs nothing.

@@ -1132,3 +1132,166 @@ fn a_compute_deployment_in_flight_is_awaited() {
     assert_eq!(p.plan.steps[0].action, crate::core::plan::StepAction::Await);
     assert_eq!(p.report.readiness.reason, Reason::Deploying);
 }
+
+// ----- sites on the plan seam -----------------------------------------------------------
+
+fn project(id: &str, state: &str) -> Project {
+    serde_json::from_value(json!({
+        "_id": id, "name": "shop", "state": state,
+        "url": "https://github.com/acme/shop", "environmentVariables": []
+    }))
+    .expect("project")
+}
+
+/// Runs observe's loop against a world of projects and deployments: the reads made, and the
+/// plan.
+fn plan_site_of(
+    spec: &WorkspaceSpec,
+    previous: &WorkspaceStatus,
+    projects: Vec<Project>,
+    deployments: &[Deployment],
+    confirmed: Option<(String, u64)>,
+) -> (Vec<SiteRead>, Result<DecidedSite, SiteHalt>) {
+    let request = WorkspaceRequest {
+        key: "team/shop".into(),
+        external_name: "team-shop".into(),
+        spec,
+        env: BTreeMap::new(),
+        previous,
+        generation: 1,
+        observed_generation: previous.observed_generation,
+        mode: crate::core::reconciler::Mode {
+            hold: None,
+            requested: false,
+        },
+        create_pending: false,
+        poll_interval: None,
+    };
+    let mut o = SiteObserved {
+        organization: "org".into(),
+        projects: Arc::new(projects),
+        fresh: false,
+        other_kind: BTreeMap::new(),
+        recent: BTreeMap::new(),
+        newest: BTreeMap::new(),
+        deployments: BTreeMap::new(),
+        confirmed: BTreeMap::new(),
+        topic: "topic-1".into(),
+        at: Timestamp::now(),
+    };
+    let mut reads = Vec::new();
+    loop {
+        let result = decide_site(&request, &o);
+        let Err(crate::core::plan::Halt::Need(read)) = &result else {
+            return (reads, result);
+        };
+        assert!(reads.len() < 8, "reads without end: {reads:?}");
+        reads.push(read.clone());
+        match read.clone() {
+            SiteRead::FreshListing => o.fresh = true,
+            SiteRead::OtherKind(id) => {
+                o.other_kind.insert(id, false);
+            }
+            SiteRead::Recent(p) => o.read_recent(p, deployments.to_vec()),
+            SiteRead::Newest(p) => o.read_newest(p, deployments.first().cloned()),
+            SiteRead::Deployment(id) => {
+                let d = deployments.iter().find(|d| d.id == id).cloned();
+                o.deployments.insert(id, d);
+            }
+            SiteRead::Confirmed(p) => {
+                o.confirmed.insert(p, confirmed.clone());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_site_plan_creates_its_project_with_the_first_deployment() {
+    use crate::core::plan::table::assert_steps;
+    use crate::core::plan::StepAction::{Await, Create};
+    let s = site_spec(main_repo());
+    let (reads, d) = plan_site_of(&s, &WorkspaceStatus::default(), vec![], &[], None);
+    assert_eq!(reads, vec![SiteRead::FreshListing]);
+    let p = d.expect("plan").planned;
+    assert_steps(
+        &p.plan,
+        &[
+            (Create, "project", "<new>", false, vec!["status.sourceRef"]),
+            (Await, "deployment", "<step 1>", false, vec![]),
+        ],
+        "create",
+    );
+    assert!(
+        p.plan.steps[0].record.is_some(),
+        "the start is recorded before it is sent"
+    );
+    let SiteOp::Start { body, .. } = &p.plan.steps[0].op else {
+        panic!("not a start")
+    };
+    assert_eq!(body.unique_topic_id.as_deref(), Some("topic-1"));
+}
+
+#[test]
+fn a_site_plan_follows_serves_and_redeploys_for_a_new_branch() {
+    use crate::core::plan::table::assert_steps;
+    use crate::core::plan::StepAction::{Await, Start, Update};
+    let s = site_spec(main_repo());
+    let previous = WorkspaceStatus {
+        external_id: Some("p1".into()),
+        observed_generation: Some(1),
+        ..Default::default()
+    };
+    // An adopted project: its newest deployment is followed.
+    let building = deployment(json!({"_id": "d1", "status": "Pending"}));
+    let (reads, d) = plan_site_of(
+        &s,
+        &previous,
+        vec![project("p1", "MAINTAINED")],
+        &[building],
+        None,
+    );
+    assert_eq!(
+        reads,
+        vec![SiteRead::Newest("p1".into())],
+        "the listing's deployment is not read twice"
+    );
+    let p = d.expect("plan").planned;
+    assert_steps(
+        &p.plan,
+        &[(Await, "deployment", "d1", false, vec![])],
+        "in flight",
+    );
+
+    // Served as the spec says: nothing to send, remembered.
+    let served = deployment(json!({"_id": "d1", "status": "Deployed"}));
+    let (_, d) = plan_site_of(
+        &s,
+        &previous,
+        vec![project("p1", "MAINTAINED")],
+        std::slice::from_ref(&served),
+        None,
+    );
+    let d = d.expect("plan");
+    assert!(d.planned.plan.is_empty() && d.planned.report.readiness.ready);
+    assert!(d.confirm.is_some());
+
+    // Another branch: a new deployment; an archived project is set back first.
+    let s = site_spec(json!({"repository": "https://github.com/acme/shop.git", "branch": "next"}));
+    let (_, d) = plan_site_of(
+        &s,
+        &previous,
+        vec![project("p1", "ARCHIVED")],
+        &[served],
+        None,
+    );
+    let p = d.expect("plan").planned;
+    assert_steps(
+        &p.plan,
+        &[
+            (Update, "project", "p1", false, vec!["project state"]),
+            (Start, "project", "p1", false, vec!["status.sourceRef"]),
+            (Await, "deployment", "<step 2>", false, vec![]),
+        ],
+        "new branch",
+    );
+}
