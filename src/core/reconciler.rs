@@ -89,9 +89,9 @@ impl Mode {
         self.hold == Some(Hold::Observe)
     }
 
-    /// Whether a driver that writes itself (not yet through the plan funnel) may call write
-    /// endpoints. Under `bosun plan` it may: the dry-run HTTP layer records those calls and
-    /// sends none of them.
+    /// Whether the plan's writes would go out (now, or under `bosun plan`, where the funnel
+    /// holds them to be shown): plans report what will happen. Paused and observed objects
+    /// report what is, and a plan for them only shows what waits.
     pub fn act(self) -> bool {
         matches!(self.hold, None | Some(Hold::DryRun))
     }
