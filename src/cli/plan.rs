@@ -1,8 +1,9 @@
 //! `bosun plan -f <manifests>`: what bosun would change at the platforms for these manifests.
 //!
 //! The plan runs the controller's own reconcile (the same observation, the same pure planning
-//! functions, the same mapping) with every write to a platform held back and shown instead
-//! (`platform::dry_run`). Nothing is written to a platform or to the cluster. Objects are read
+//! functions, the same mapping) in dry-run: the write funnel (`core::plan::funnel`) holds every
+//! step and the plan shows them, and the HTTP layer refuses any write that would still reach it
+//! (`Connection::read_only`). Nothing is written to a platform or to the cluster. Objects are read
 //! from the files first, then from the cluster when one is configured, so a Workspace already
 //! applied is planned from its live status (its platform id, its operation in flight).
 
@@ -11,7 +12,6 @@ use crate::controllers;
 use crate::core::annotations;
 use crate::core::budget::RateBudget;
 use crate::core::drivers::CreateGuard;
-use crate::core::dry_run::{DryRun, PlannedCall};
 use crate::core::error::ReconcileError;
 use crate::core::metrics::Metrics;
 use crate::core::plan::{step_lines, Hold, StepView};
@@ -88,11 +88,6 @@ pub struct ObjectPlan {
     /// The plan's steps, for platforms on the plan seam (`core::plan`): the whole rollout,
     /// including what follows a create.
     pub steps: Vec<StepView>,
-    /// The writes, in the order the controller would make them, for platforms whose writes
-    /// are still recorded at the HTTP layer.
-    pub calls: Vec<PlannedCall>,
-    /// Whether later writes depend on the platform's answer to the last one (a new id).
-    pub more_after_answer: bool,
     pub events: Vec<PlannedEvent>,
     /// The condition reason that would be shown.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,8 +217,6 @@ impl Manifests {
                         name,
                         outcome: Outcome::Failed,
                         steps: Vec::new(),
-                        calls: Vec::new(),
-                        more_after_answer: false,
                         events: Vec::new(),
                         reason: Some("InvalidManifest".into()),
                         message: format!("{source}: {e}"),
@@ -369,9 +362,8 @@ impl CreateGuard for PlanGuard {
 // ---------------------------------------------------------------------------------------------
 // Planning.
 
-/// Platform clients per provider, all holding writes back into one `DryRun`.
+/// Platform clients per provider, all read-only.
 struct Platforms {
-    dry_run: Arc<DryRun>,
     metrics: Metrics,
     connector: crate::platform::Connectors,
     built: HashMap<String, Arc<dyn Platform>>,
@@ -387,15 +379,8 @@ impl Platforms {
             return Ok(p.clone());
         }
         let access = Access::read(objects, &self.connector, view).await?;
-        self.dry_run.hide(&access.token);
         let budget = Arc::new(RateBudget::new(access.per_minute, access.burst));
-        let platform = access.connect(
-            &self.connector,
-            view,
-            budget,
-            self.metrics.clone(),
-            Some(self.dry_run.clone()),
-        )?;
+        let platform = access.connect(&self.connector, view, budget, self.metrics.clone(), true)?;
         self.built.insert(view.display.clone(), platform.clone());
         Ok(platform)
     }
@@ -420,7 +405,6 @@ pub fn judge<S>(
     namespace: Option<String>,
     name: String,
     result: Result<Report<S>, ReconcileError>,
-    calls: Vec<PlannedCall>,
 ) -> ObjectPlan {
     let events = |notes: &[Note]| {
         notes
@@ -433,10 +417,9 @@ pub fn judge<S>(
             .collect::<Vec<_>>()
     };
     let mut steps = Vec::new();
-    let mut changed = !calls.is_empty();
-    let (outcome, reason, message, events, more_after_answer) = match result {
+    let (outcome, reason, message, events) = match result {
         Ok(report) => {
-            changed |= report.plan.steps.iter().any(|s| s.action.writes());
+            let changed = report.plan.steps.iter().any(|s| s.action.writes());
             steps = report.plan.steps;
             use crate::core::conditions::SyncState;
             let (reason, message) = match &report.sync {
@@ -453,29 +436,19 @@ pub fn judge<S>(
                 (SyncState::Stalled { .. }, false) => Outcome::Failed,
                 _ => Outcome::Unchanged,
             };
-            (outcome, reason, message, events(&report.notes), false)
+            (outcome, reason, message, events(&report.notes))
         }
-        // A held-back write answered with nothing: what follows needs the real answer.
-        Err(_) if changed => (
-            Outcome::Change,
-            "Planned".to_string(),
-            "later steps depend on what the platform answers".to_string(),
-            Vec::new(),
-            true,
-        ),
         Err(e @ ReconcileError::Waiting { .. }) => (
             Outcome::Waiting,
             e.reason().to_string(),
             e.to_string(),
             Vec::new(),
-            false,
         ),
         Err(e) => (
             Outcome::Failed,
             e.reason().to_string(),
             e.to_string(),
             Vec::new(),
-            false,
         ),
     };
     ObjectPlan {
@@ -484,8 +457,6 @@ pub fn judge<S>(
         name,
         outcome,
         steps,
-        calls,
-        more_after_answer,
         events,
         reason: (!reason.is_empty()).then_some(reason),
         message,
@@ -507,7 +478,6 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
                 ws.namespace(),
                 ws.name_any(),
                 Err(ReconcileError::user(Reason::ClusterUnreadable, e)),
-                Vec::new(),
             )),
         }
     }
@@ -519,9 +489,7 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
         workspaces: workspaces.clone(),
         cluster,
     };
-    let dry_run = Arc::new(DryRun::default());
     let mut platforms = Platforms {
-        dry_run: dry_run.clone(),
         metrics: Metrics::new(),
         connector: crate::platform::Connectors::default(),
         built: HashMap::new(),
@@ -558,27 +526,15 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
                 name,
                 outcome: Outcome::Unchanged,
                 steps: Vec::new(),
-                calls: Vec::new(),
-                more_after_answer: false,
                 events: Vec::new(),
                 reason: Some("CredentialsValid".into()),
                 message: format!("{} accepts the credential ({who})", view.spec.type_),
             },
-            Err(e) => judge::<()>(kind, namespace, name, Err(e), dry_run.take()),
+            Err(e) => judge::<()>(kind, namespace, name, Err(e)),
         });
     }
 
     for ws in &workspaces {
-        for var in &ws.spec.env {
-            if let Some(from) = &var.value_from {
-                let ns = ws.namespace().unwrap_or_default();
-                if let Ok(value) =
-                    references::secret_value(&objects, &ns, &from.secret_key_ref).await
-                {
-                    dry_run.hide(&value);
-                }
-            }
-        }
         let result = async {
             let ns = ws.namespace().unwrap_or_default();
             let view = references::get_provider(&objects, &ns, &ws.spec.provider_ref).await?;
@@ -587,13 +543,8 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
                 .await
         }
         .await;
-        plan.objects.push(judge(
-            "Workspace",
-            ws.namespace(),
-            ws.name_any(),
-            result,
-            dry_run.take(),
-        ));
+        plan.objects
+            .push(judge("Workspace", ws.namespace(), ws.name_any(), result));
     }
 
     for scale in &manifests.service_scales {
@@ -626,7 +577,6 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
             scale.namespace(),
             scale.name_any(),
             result,
-            dry_run.take(),
         ));
     }
 
@@ -653,7 +603,6 @@ pub async fn plan(manifests: Manifests, cluster: Option<kube::Client>) -> Plan {
             binding.namespace(),
             binding.name_any(),
             result,
-            dry_run.take(),
         ));
     }
     plan
@@ -674,10 +623,7 @@ pub fn render_text(plan: &Plan) -> String {
         let reason = o.reason.as_deref().unwrap_or_default();
         let writes = o.steps.iter().filter(|s| s.action.writes()).count();
         let headline = match o.outcome {
-            Outcome::Change if !o.steps.is_empty() => {
-                format!("{} to send", plural(writes, "change"))
-            }
-            Outcome::Change => format!("{} to send", plural(o.calls.len(), "change")),
+            Outcome::Change => format!("{} to send", plural(writes, "change")),
             Outcome::Unchanged => "no changes".to_string(),
             Outcome::Waiting => "waiting".to_string(),
             Outcome::Failed => "cannot be planned".to_string(),
@@ -686,22 +632,7 @@ pub fn render_text(plan: &Plan) -> String {
         for line in step_lines(&o.steps, "  ") {
             let _ = writeln!(out, "{line}");
         }
-        for call in &o.calls {
-            let _ = writeln!(
-                out,
-                "  {} {} {}  ({})",
-                symbol(&call.method),
-                call.method,
-                call.path,
-                call.operation
-            );
-            if let Some(body) = &call.body {
-                let _ = writeln!(out, "      {}", compact(body));
-            }
-        }
-        if o.more_after_answer {
-            let _ = writeln!(out, "  … {}", o.message);
-        } else if o.outcome != Outcome::Change && (!o.message.is_empty() || !reason.is_empty()) {
+        if o.outcome != Outcome::Change && (!o.message.is_empty() || !reason.is_empty()) {
             // After writes, the state the reconcile reports is the one it expects, not news.
             let _ = writeln!(out, "  {reason}: {}", o.message);
         }
@@ -726,21 +657,6 @@ fn plural(n: usize, word: &str) -> String {
     } else {
         format!("{n} {word}s")
     }
-}
-
-fn symbol(method: &str) -> &'static str {
-    match method {
-        "POST" => "+",
-        "DELETE" => "-",
-        _ => "~",
-    }
-}
-
-/// A body on one line, JSON re-encoded without spaces where it is JSON.
-fn compact(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| body.replace('\n', " "))
 }
 
 /// `bosun plan`.
@@ -794,14 +710,31 @@ mod tests {
     use crate::core::conditions::{Readiness, SyncState};
     use serde_json::json;
 
-    fn call(method: &str) -> PlannedCall {
-        PlannedCall {
-            platform: "codesphere".into(),
-            operation: "op".into(),
-            method: method.into(),
-            path: "/workspaces/1".into(),
-            body: Some("{\"replicas\": 3}".into()),
-        }
+    /// A report whose plan updates one object.
+    fn changing(notes: Vec<Note>) -> Report<()> {
+        use crate::core::plan::{self as seam, Change, ObjectId, Step, StepAction, Target};
+        let mut steps = seam::Plan::default();
+        steps.push(Step {
+            action: StepAction::Update,
+            target: Target {
+                kind: "workspace",
+                name: "w".into(),
+                id: ObjectId::Known("1".into()),
+            },
+            changes: vec![Change::new(
+                "spec.replicas",
+                Some("4".into()),
+                Some("1".into()),
+            )],
+            drift: true,
+            summary: "scale to 1 replica".into(),
+            deadline: None,
+            record: None,
+            op: (),
+        });
+        let mut r = report(SyncState::Synced, notes);
+        r.plan = steps.view();
+        r
     }
 
     fn report(sync: SyncState, notes: Vec<Note>) -> Report<()> {
@@ -967,28 +900,18 @@ mod tests {
         let mut with_steps = report(SyncState::Synced, vec![Note::drift("f", "a", "b")]);
         with_steps.plan = steps.view();
         let plan = Plan {
-            objects: vec![
-                judge(
-                    "Workspace",
-                    Some("ns".into()),
-                    "w".into(),
-                    Ok(with_steps),
-                    vec![],
-                ),
-                judge::<()>(
-                    "Workspace",
-                    Some("ns".into()),
-                    "v".into(),
-                    Ok(report(SyncState::Synced, vec![])),
-                    vec![call("PATCH")],
-                ),
-            ],
+            objects: vec![judge(
+                "Workspace",
+                Some("ns".into()),
+                "w".into(),
+                Ok(with_steps),
+            )],
         };
         let json = serde_json::to_value(&plan).unwrap();
         let mut produced = std::collections::BTreeSet::new();
         paths(&json, "", &mut produced);
         // Containers are documented by their own row too.
-        produced.extend(["objects[]", "objects[].steps[]", "objects[].calls[]"].map(String::from));
+        produced.extend(["objects[]", "objects[].steps[]"].map(String::from));
 
         let doc =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/plan.md")).unwrap();
@@ -1016,7 +939,6 @@ mod tests {
             None,
             "w".into(),
             Ok(report(SyncState::Synced, vec![])),
-            vec![],
         );
         assert_eq!(
             (o.outcome, o.reason.as_deref()),
@@ -1024,35 +946,10 @@ mod tests {
         );
 
         let drift = Note::drift("spec.replicas", 4, 1);
-        let o = judge::<()>(
-            "Workspace",
-            None,
-            "w".into(),
-            Ok(report(SyncState::Synced, vec![drift])),
-            vec![call("PATCH")],
-        );
+        let o = judge::<()>("Workspace", None, "w".into(), Ok(changing(vec![drift])));
         assert_eq!(o.outcome, Outcome::Change);
-        assert!(!o.more_after_answer);
         assert_eq!(o.events[0].type_, "Warning");
         assert_eq!(o.events[0].reason, "DriftCorrected");
-
-        let refused = crate::core::seam::PlatformError::new(
-            crate::core::seam::ErrorKind::Protocol,
-            "unreadable",
-        );
-        let o = judge::<()>(
-            "Workspace",
-            None,
-            "w".into(),
-            Err(refused.into()),
-            vec![call("POST")],
-        );
-        assert_eq!(
-            o.outcome,
-            Outcome::Change,
-            "an error after a held-back write needs the answer"
-        );
-        assert!(o.more_after_answer);
 
         let o = judge::<()>(
             "ServiceScale",
@@ -1062,7 +959,6 @@ mod tests {
                 Reason::WorkspaceNotCreated,
                 "later",
             )),
-            vec![],
         );
         assert_eq!(o.outcome, Outcome::Waiting);
 
@@ -1074,7 +970,6 @@ mod tests {
                 Reason::UnsupportedByProvider,
                 "spec.replicas",
             )),
-            vec![],
         );
         assert_eq!(
             (o.outcome, o.reason.as_deref()),
@@ -1085,13 +980,7 @@ mod tests {
             reason: Reason::QuotaExceeded,
             message: "plan full".into(),
         };
-        let o = judge::<()>(
-            "Workspace",
-            None,
-            "w".into(),
-            Ok(report(stalled, vec![])),
-            vec![],
-        );
+        let o = judge::<()>("Workspace", None, "w".into(), Ok(report(stalled, vec![])));
         assert_eq!(
             (o.outcome, o.message.as_str()),
             (Outcome::Failed, "plan full")
@@ -1099,14 +988,13 @@ mod tests {
     }
 
     #[test]
-    fn text_shows_each_call_its_body_and_a_summary() {
+    fn text_shows_each_step_its_changes_and_a_summary() {
         let mut plan = Plan::default();
         plan.objects.push(judge::<()>(
             "Workspace",
             Some("ns".into()),
             "w".into(),
-            Ok(report(SyncState::Synced, vec![])),
-            vec![call("PATCH"), call("DELETE")],
+            Ok(changing(vec![])),
         ));
         plan.objects.push(judge::<()>(
             "ServiceScale",
@@ -1116,15 +1004,15 @@ mod tests {
                 Reason::WorkspaceNotCreated,
                 "later",
             )),
-            vec![],
         ));
         let text = render_text(&plan);
-        assert!(text.contains("Workspace ns/w: 2 changes to send"), "{text}");
+        assert!(text.contains("Workspace ns/w: 1 change to send"), "{text}");
         assert!(
-            text.contains("  ~ PATCH /workspaces/1  (op)\n      {\"replicas\":3}"),
+            text.contains(
+                "  1. update workspace 1: scale to 1 replica [drift]\n       spec.replicas: 4 -> 1"
+            ),
             "{text}"
         );
-        assert!(text.contains("  - DELETE /workspaces/1"), "{text}");
         assert!(
             text.contains("ServiceScale ns/s: waiting\n  WorkspaceNotCreated: later"),
             "{text}"

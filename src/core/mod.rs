@@ -7,7 +7,6 @@ pub mod budget;
 pub mod conditions;
 pub mod context;
 pub mod drivers;
-pub mod dry_run;
 pub mod error;
 pub mod events;
 pub mod failpoint;

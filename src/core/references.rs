@@ -3,7 +3,6 @@
 
 use super::budget::RateBudget;
 use super::context::Context;
-use super::dry_run::DryRun;
 use super::error::ReconcileError;
 use super::seam::{Connection, Connector, Credential, ErrorKind, Platform};
 use crate::api::condition_types::READY;
@@ -337,7 +336,7 @@ impl Access {
         view: &ProviderView,
         budget: Arc<RateBudget>,
         metrics: crate::core::metrics::Metrics,
-        dry_run: Option<Arc<DryRun>>,
+        read_only: bool,
     ) -> Result<Arc<dyn Platform>, ReconcileError> {
         let connection = Connection {
             platform: view.spec.type_,
@@ -347,7 +346,7 @@ impl Access {
             defaults: view.spec.defaults.clone().unwrap_or_default(),
             budget,
             metrics,
-            dry_run,
+            read_only,
         };
         connector.connect(connection).map_err(|e| {
             if e.kind == ErrorKind::Tls {
@@ -379,7 +378,7 @@ pub async fn connect(
         access.per_minute,
         access.burst,
     );
-    let platform = access.connect(&*ctx.platforms, view, budget, ctx.metrics.clone(), None)?;
+    let platform = access.connect(&*ctx.platforms, view, budget, ctx.metrics.clone(), false)?;
     ctx.platforms
         .remember(&view.display, fingerprint, platform.clone());
     Ok(platform)

@@ -6,7 +6,6 @@
 use crate::api::{PlatformDefaults, PlatformType};
 use crate::core::budget::RateBudget;
 use crate::core::drivers;
-use crate::core::dry_run::DryRun;
 use crate::core::reason::Reason;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -174,8 +173,9 @@ pub struct Connection {
     pub defaults: PlatformDefaults,
     pub budget: Arc<RateBudget>,
     pub metrics: crate::core::metrics::Metrics,
-    /// For `bosun plan`: writes are recorded here instead of sent.
-    pub dry_run: Option<Arc<DryRun>>,
+    /// For `bosun plan`: the write funnel holds every step, and the HTTP layer refuses any
+    /// write that would still reach it, so nothing is ever sent.
+    pub read_only: bool,
 }
 
 /// A platform account bosun can act on.

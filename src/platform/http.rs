@@ -2,7 +2,6 @@
 //! 429 handling and request metrics live here once.
 
 use crate::core::budget::RateBudget;
-use crate::core::dry_run::{held_back_answer, DryRun};
 use crate::core::metrics::Metrics;
 use crate::core::seam::{Connection, ErrorKind, PlatformError};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -19,7 +18,8 @@ pub struct ApiClient {
     platform: &'static str,
     budget: Arc<RateBudget>,
     metrics: Metrics,
-    dry_run: Option<Arc<DryRun>>,
+    /// `bosun plan`: refuse every write (see [`Connection::read_only`]).
+    read_only: bool,
 }
 
 impl ApiClient {
@@ -58,7 +58,7 @@ impl ApiClient {
             platform,
             budget: connection.budget.clone(),
             metrics: connection.metrics.clone(),
-            dry_run: connection.dry_run.clone(),
+            read_only: connection.read_only,
         })
     }
 
@@ -100,29 +100,34 @@ impl ApiClient {
     async fn dispatch(
         &self,
         operation: &str,
-        request: RequestBuilder,
+        mut request: RequestBuilder,
         read_only: bool,
     ) -> Result<Response, PlatformError> {
-        let request = match &self.dry_run {
-            Some(dry_run) if !read_only => {
-                let (client, built) = request.build_split();
-                let built = built.map_err(|e| {
-                    PlatformError::new(
-                        ErrorKind::Protocol,
-                        format!(
-                            "{} {operation}: cannot build the request: {e}",
-                            self.platform
-                        ),
-                    )
-                })?;
-                if !built.method().is_safe() {
-                    dry_run.record(self.platform, operation, &built, &self.base);
-                    return Ok(held_back_answer());
-                }
-                RequestBuilder::from_parts(client, built)
+        if self.read_only && !read_only {
+            let (client, built) = request.build_split();
+            let built = built.map_err(|e| {
+                PlatformError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "{} {operation}: cannot build the request: {e}",
+                        self.platform
+                    ),
+                )
+            })?;
+            if !built.method().is_safe() {
+                // The funnel holds every step in a plan: a write here came around it.
+                return Err(PlatformError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "bosun plan sends no writes: {} {operation} ({} {}) was refused before it was sent; this is a bug in bosun, please report it",
+                        self.platform,
+                        built.method(),
+                        built.url().path()
+                    ),
+                ));
             }
-            _ => request,
-        };
+            request = RequestBuilder::from_parts(client, built);
+        }
         self.budget.acquire().await;
         let started = Instant::now();
         let result = request.send().await;
@@ -276,6 +281,48 @@ pub fn kind_for_status(status: StatusCode) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_plans_client_refuses_writes_without_sending_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = reached.clone();
+        tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let connection = Connection {
+            platform: crate::api::PlatformType::Codesphere,
+            endpoint: base,
+            credential: crate::core::seam::Credential::new("t0k3n-never-sent"),
+            ca_pem: None,
+            defaults: Default::default(),
+            budget: Arc::new(RateBudget::new(600, 10)),
+            metrics: Metrics::new(),
+            read_only: true,
+        };
+        let client = ApiClient::new(&connection, "codesphere").unwrap();
+        let e = client
+            .send(
+                "setEnvVar",
+                client.request(Method::PUT, "/workspaces/1/env-vars"),
+            )
+            .await
+            .expect_err("a write in a plan is refused");
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        assert!(
+            e.message.contains("setEnvVar") && e.message.contains("PUT"),
+            "{e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            reached.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing reached the platform"
+        );
+    }
 
     #[test]
     fn status_codes_map_to_what_they_mean() {

@@ -110,8 +110,6 @@ async fn plan_shows_creates_no_changes_edits_and_drift_without_writing() {
         steps[1..].iter().all(|s| s["object"]["idFromStep"] == 1),
         "later steps act on what step 1 creates: {ws:#}"
     );
-    assert_eq!(ws["calls"], serde_json::json!([]), "{ws:#}");
-    assert_eq!(ws["more_after_answer"], false);
     assert!(
         !ws.to_string().contains("not-a-real-key"),
         "a Secret-backed value was shown: {ws:#}"
@@ -168,7 +166,7 @@ async fn plan_shows_creates_no_changes_edits_and_drift_without_writing() {
     ] {
         let o = object(&settled, kind, name);
         assert_eq!(o["outcome"], "unchanged", "{o:#}");
-        assert_eq!(o["calls"], serde_json::json!([]), "{o:#}");
+        assert!(o["steps"].as_array().is_none_or(|s| s.is_empty()), "{o:#}");
     }
     assert_eq!(code, 0, "no changes → exit code 0:\n{settled:#}");
 

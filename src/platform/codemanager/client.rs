@@ -470,7 +470,7 @@ pub(super) mod tests {
             defaults: Default::default(),
             budget: Arc::new(RateBudget::new(6000, 100)),
             metrics: crate::core::metrics::Metrics::new(),
-            dry_run: None,
+            read_only: false,
         }
     }
 

@@ -87,7 +87,7 @@ fn client(endpoint: &str) -> Codesphere {
         defaults: Default::default(),
         budget: Arc::new(RateBudget::new(6000, 100)),
         metrics: crate::core::metrics::Metrics::new(),
-        dry_run: None,
+        read_only: false,
     })
     .expect("client")
 }

@@ -732,7 +732,7 @@ mod tests {
             defaults,
             budget: Arc::new(RateBudget::new(6000, 100)),
             metrics: crate::core::metrics::Metrics::new(),
-            dry_run: None,
+            read_only: false,
         }
     }
 

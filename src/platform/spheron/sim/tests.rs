@@ -44,7 +44,7 @@ fn connection(base: &str, token: &str, org: Option<&str>) -> Connection {
         },
         budget: Arc::new(RateBudget::new(60_000, 1000)),
         metrics: crate::core::metrics::Metrics::new(),
-        dry_run: None,
+        read_only: false,
     }
 }
 
