@@ -400,47 +400,13 @@ pub enum ComputeAnswer {
     Done,
 }
 
-/// The plan, and what bosun may remember once it is through: the instance runs this spec.
-pub struct DecidedCompute {
-    pub planned: Planned<ComputeOp, WorkspaceStatus>,
-    /// (instance, newest deployment, spec print) that runs the spec.
-    pub confirm: Option<(String, String, u64)>,
-}
-
-fn instance_target(id: ObjectId, name: &str) -> Target {
-    Target {
-        kind: "compute instance",
-        name: name.to_string(),
-        id,
-    }
-}
-
-fn await_deployment(id: ObjectId, summary: String) -> Step<ComputeOp> {
-    Step {
-        action: StepAction::Await,
-        target: Target {
-            kind: "deployment",
-            name: String::new(),
-            id,
-        },
-        changes: Vec::new(),
-        drift: false,
-        summary,
-        deadline: Some(Duration::from_secs(
-            DEPLOY_DEADLINE.as_secs().unsigned_abs(),
-        )),
-        record: None,
-        op: ComputeOp::Await,
-    }
-}
-
 /// The plan for a compute Workspace (pure): create the instance, or update its service list
 /// when what runs differs from the spec, or follow the deployment in flight.
 pub fn decide_compute(
     request: &WorkspaceRequest<'_>,
     compute: &SpheronCompute,
     o: &ComputeObserved,
-) -> Result<DecidedCompute, ComputeHalt> {
+) -> Result<Decided<ComputeOp>, ComputeHalt> {
     let spec = request.spec;
     let organization = o.organization.as_str();
     let desired = MainService::new(spec, compute, &request.env);
@@ -451,16 +417,7 @@ pub fn decide_compute(
     let mut plan = Plan::default();
     let mut adopt = None;
     status.selector = Some(selector(&request.key));
-    let done = |plan, report, adopt, confirm| {
-        Ok(DecidedCompute {
-            planned: Planned {
-                plan,
-                report,
-                adopt,
-            },
-            confirm,
-        })
-    };
+    let done = |plan, report, adopt, confirm| Ok(Decided::new(plan, report, adopt, confirm));
 
     let adopt_by_name = spec.adopt_by_name || observe_only;
     let located = locate(
@@ -560,7 +517,11 @@ pub fn decide_compute(
             desired.region
         )).into());
     }
-    let target = instance_target(ObjectId::Known(instance.id.clone()), &instance.name);
+    let target = spheron_target(
+        "compute instance",
+        ObjectId::Known(instance.id.clone()),
+        &instance.name,
+    );
 
     let newest_id = instance.deployments.last().cloned();
     if let Some(op) = status.operation.clone().filter(|o| o.state == REQUESTING) {
@@ -637,6 +598,7 @@ pub fn decide_compute(
             plan.push(await_deployment(
                 ObjectId::Known(n_id.clone()),
                 format!("follow deployment {n_id} until it ends"),
+                ComputeOp::Await,
             ));
             let report = Report::progressing(status, notes, Reason::Deploying, msg, DEPLOY_POLL);
             return done(plan, report, adopt, None);
@@ -788,6 +750,7 @@ pub fn decide_compute(
     plan.push(await_deployment(
         ObjectId::FromStep(update),
         "follow the update's deployment until it ends".into(),
+        ComputeOp::Await,
     ));
     let report = if act {
         Report::progressing(
@@ -849,7 +812,7 @@ fn plan_create_instance(
     operation.state = ComputeDeploymentStatus::Queued.to_string();
     let create = plan.push(Step {
         action: StepAction::Create,
-        target: instance_target(ObjectId::New, &request.external_name),
+        target: spheron_target("compute instance", ObjectId::New, &request.external_name),
         changes: vec![
             Change::new("spec.spheron.compute.image", None, Some(image)),
             Change::new("spec.replicas", None, Some(desired.replicas.to_string())),
@@ -866,6 +829,7 @@ fn plan_create_instance(
     plan.push(await_deployment(
         ObjectId::FromStep(create),
         "follow the first deployment until it ends".into(),
+        ComputeOp::Await,
     ));
     status.source_ref = None;
     status.url = None;
@@ -892,12 +856,14 @@ pub struct ComputeSeam<'a> {
 /// How many reads one observation may make before it stops asking.
 const MAX_COMPUTE_READS: usize = 8;
 
-fn decided_compute(
-    request: &WorkspaceRequest<'_>,
-    compute: &SpheronCompute,
-    o: &ComputeObserved,
-) -> Result<DecidedCompute, ReconcileError> {
-    plan::decided(decide_compute(request, compute, o))
+impl<'r> Decides<'r> for ComputeSeam<'_> {
+    fn decided(
+        &self,
+        request: &WorkspaceRequest<'r>,
+        observed: &ComputeObserved,
+    ) -> Result<Decided<ComputeOp>, ReconcileError> {
+        plan::decided(decide_compute(request, self.compute, observed))
+    }
 }
 
 impl ComputeSeam<'_> {
@@ -980,7 +946,7 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for ComputeSeam<'_> {
         request: &WorkspaceRequest<'r>,
         observed: &ComputeObserved,
     ) -> Result<Planned<ComputeOp, WorkspaceStatus>, ReconcileError> {
-        decided_compute(request, self.compute, observed).map(|d| d.planned)
+        self.decided(request, observed).map(|d| d.planned)
     }
 
     async fn execute(
@@ -1085,13 +1051,7 @@ impl SpheronClient {
             organization,
             compute,
         };
-        let observed = seam.observe(request).await?;
-        let DecidedCompute { planned, confirm } = decided_compute(request, compute, &observed)?;
-        let report = plan::funnel(&seam, planned, request.mode, guard).await?;
-        if let Some((instance, deployment, print)) = confirm {
-            self.shared.confirm(&instance, &deployment, print);
-        }
-        Ok(report)
+        self.reconcile_on(&seam, request, guard).await
     }
 
     pub(super) async fn delete_compute(

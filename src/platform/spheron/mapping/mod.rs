@@ -169,6 +169,86 @@ impl Shared {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The plan seam, shared by sites and compute instances.
+
+/// A Workspace's plan, and what bosun may remember once it is through: the project or
+/// instance serves this spec (object id, deployment id, spec print).
+pub struct Decided<Op> {
+    pub planned: Planned<Op, WorkspaceStatus>,
+    pub confirm: Option<(String, String, u64)>,
+}
+
+impl<Op> Decided<Op> {
+    fn new(
+        plan: Plan<Op>,
+        report: Report<WorkspaceStatus>,
+        adopt: Option<String>,
+        confirm: Option<(String, String, u64)>,
+    ) -> Self {
+        Decided {
+            planned: Planned {
+                plan,
+                report,
+                adopt,
+            },
+            confirm,
+        }
+    }
+}
+
+/// A Spheron object of `kind` (`project`, `compute instance`, `deployment`).
+fn spheron_target(kind: &'static str, id: ObjectId, name: &str) -> Target {
+    Target {
+        kind,
+        name: name.to_string(),
+        id,
+    }
+}
+
+/// Following a deployment until it ends, within [`DEPLOY_DEADLINE`].
+fn await_deployment<Op>(id: ObjectId, summary: String, op: Op) -> Step<Op> {
+    Step {
+        action: StepAction::Await,
+        target: spheron_target("deployment", id, ""),
+        changes: Vec::new(),
+        drift: false,
+        summary,
+        deadline: Some(Duration::from_secs(
+            DEPLOY_DEADLINE.as_secs().unsigned_abs(),
+        )),
+        record: None,
+        op,
+    }
+}
+
+/// A site's or an instance's seam: the plan with what bosun may remember.
+trait Decides<'r>: PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> {
+    fn decided(
+        &self,
+        request: &WorkspaceRequest<'r>,
+        observed: &Self::Observation,
+    ) -> Result<Decided<Self::Op>, ReconcileError>;
+}
+
+impl SpheronClient {
+    /// Observe → plan → the funnel, then remember what serves the spec.
+    async fn reconcile_on<'r, S: Decides<'r>>(
+        &self,
+        seam: &S,
+        request: &WorkspaceRequest<'r>,
+        guard: &dyn CreateGuard,
+    ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
+        let observed = seam.observe(request).await?;
+        let Decided { planned, confirm } = seam.decided(request, &observed)?;
+        let report = plan::funnel(seam, planned, request.mode, guard).await?;
+        if let Some((object, deployment, print)) = confirm {
+            self.shared.confirm(&object, &deployment, print);
+        }
+        Ok(report)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reports.
 
 /// Nothing to observe and bosun may not create it (Observe, or paused before the create).

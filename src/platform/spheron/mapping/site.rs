@@ -452,40 +452,6 @@ pub enum SiteAnswer {
     Done,
 }
 
-/// The plan, and what bosun may remember once it is through: the project serves this spec.
-pub struct DecidedSite {
-    pub planned: Planned<SiteOp, WorkspaceStatus>,
-    /// (project, deployment, spec print) that serves the spec.
-    pub confirm: Option<(String, String, u64)>,
-}
-
-fn project_target(id: ObjectId, name: &str) -> Target {
-    Target {
-        kind: "project",
-        name: name.to_string(),
-        id,
-    }
-}
-
-fn await_site_deployment(id: ObjectId, summary: String) -> Step<SiteOp> {
-    Step {
-        action: StepAction::Await,
-        target: Target {
-            kind: "deployment",
-            name: String::new(),
-            id,
-        },
-        changes: Vec::new(),
-        drift: false,
-        summary,
-        deadline: Some(Duration::from_secs(
-            DEPLOY_DEADLINE.as_secs().unsigned_abs(),
-        )),
-        record: None,
-        op: SiteOp::Await,
-    }
-}
-
 /// The project a start answer names.
 fn started_project(started: &DeploymentStarted) -> Option<String> {
     started
@@ -500,7 +466,7 @@ fn started_project(started: &DeploymentStarted) -> Option<String> {
 pub fn decide_site(
     request: &WorkspaceRequest<'_>,
     o: &SiteObserved,
-) -> Result<DecidedSite, SiteHalt> {
+) -> Result<Decided<SiteOp>, SiteHalt> {
     let spec = request.spec;
     let organization = o.organization.as_str();
     if spec.replicas > 1 {
@@ -523,16 +489,7 @@ pub fn decide_site(
     let mut plan = Plan::default();
     let mut adopt = None;
     status.selector = Some(selector(&request.key));
-    let done = |plan, report, adopt, confirm| {
-        Ok(DecidedSite {
-            planned: Planned {
-                plan,
-                report,
-                adopt,
-            },
-            confirm,
-        })
-    };
+    let done = |plan, report, adopt, confirm| Ok(Decided::new(plan, report, adopt, confirm));
 
     let wanted = repo_key(&spec.source.repository);
     let adopt_by_name = spec.adopt_by_name || observe_only;
@@ -612,7 +569,11 @@ pub fn decide_site(
         organization,
         project.configuration.as_ref(),
     )?;
-    let target = project_target(ObjectId::Known(project.id.clone()), &project.name);
+    let target = spheron_target(
+        "project",
+        ObjectId::Known(project.id.clone()),
+        &project.name,
+    );
 
     if status.external_id.as_deref() != Some(project.id.as_str()) {
         adopt = Some(project.id.clone());
@@ -757,9 +718,10 @@ pub fn decide_site(
     let dep_id = op.as_ref().and_then(|o| o.id.clone()).unwrap_or_default();
     let dep_state = op.as_ref().map(|o| o.state.clone()).unwrap_or_default();
     let follow = || {
-        await_site_deployment(
+        await_deployment(
             ObjectId::Known(dep_id.clone()),
             format!("follow deployment {dep_id} until it ends"),
+            SiteOp::Await,
         )
     };
     let report = match step {
@@ -857,11 +819,7 @@ pub fn decide_site(
                 if step == SiteStep::Supersede {
                     plan.push(Step {
                         action: StepAction::Delete,
-                        target: Target {
-                            kind: "deployment",
-                            name: String::new(),
-                            id: ObjectId::Known(dep_id.clone()),
-                        },
+                        target: spheron_target("deployment", ObjectId::Known(dep_id.clone()), ""),
                         changes: Vec::new(),
                         drift: false,
                         summary: format!("cancel deployment {dep_id}: it is for an older spec"),
@@ -878,9 +836,10 @@ pub fn decide_site(
                 }
                 push_start(&mut plan, request, o, &desired, target.clone())
             };
-            plan.push(await_site_deployment(
+            plan.push(await_deployment(
                 ObjectId::FromStep(started),
                 format!("follow the deployment of {} until it ends", desired.git_ref),
+                SiteOp::Await,
             ));
             if act {
                 Report::progressing(
@@ -952,14 +911,15 @@ fn plan_create_site(
     notes: Vec<Note>,
 ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
     let desired = SiteDesired::new(request.spec, &request.env, &o.organization, None)?;
-    let target = project_target(ObjectId::New, &desired.repo_name);
+    let target = spheron_target("project", ObjectId::New, &desired.repo_name);
     let start = push_start(plan, request, o, &desired, target);
-    plan.push(await_site_deployment(
+    plan.push(await_deployment(
         ObjectId::FromStep(start),
         format!(
             "follow the first deployment of {} until it ends",
             desired.git_ref
         ),
+        SiteOp::Await,
     ));
     status.source_ref = None;
     status.url = None;
@@ -985,11 +945,14 @@ pub struct SiteSeam<'a> {
 /// How many reads one observation may make before it stops asking.
 const MAX_SITE_READS: usize = 8;
 
-fn decided_site(
-    request: &WorkspaceRequest<'_>,
-    o: &SiteObserved,
-) -> Result<DecidedSite, ReconcileError> {
-    plan::decided(decide_site(request, o))
+impl<'r> Decides<'r> for SiteSeam<'_> {
+    fn decided(
+        &self,
+        request: &WorkspaceRequest<'r>,
+        observed: &SiteObserved,
+    ) -> Result<Decided<SiteOp>, ReconcileError> {
+        plan::decided(decide_site(request, observed))
+    }
 }
 
 #[async_trait]
@@ -1072,7 +1035,7 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for SiteSeam<'_> {
         request: &WorkspaceRequest<'r>,
         observed: &SiteObserved,
     ) -> Result<Planned<SiteOp, WorkspaceStatus>, ReconcileError> {
-        decided_site(request, observed).map(|d| d.planned)
+        self.decided(request, observed).map(|d| d.planned)
     }
 
     async fn execute(
@@ -1212,13 +1175,7 @@ impl SpheronClient {
             client: self,
             organization,
         };
-        let observed = seam.observe(request).await?;
-        let DecidedSite { planned, confirm } = decided_site(request, &observed)?;
-        let report = plan::funnel(&seam, planned, request.mode, guard).await?;
-        if let Some((project, deployment, print)) = confirm {
-            self.shared.confirm(&project, &deployment, print);
-        }
-        Ok(report)
+        self.reconcile_on(&seam, request, guard).await
     }
 
     /// Cancels a deployment; one that already ended (400) or is gone (404) needs nothing.

@@ -924,7 +924,7 @@ fn plan_compute(
     generation: i64,
     hold: Option<crate::core::plan::Hold>,
     world: &ComputeWorld,
-) -> (Vec<ComputeRead>, Result<DecidedCompute, ComputeHalt>) {
+) -> (Vec<ComputeRead>, Result<Decided<ComputeOp>, ComputeHalt>) {
     let compute = spec
         .spheron
         .clone()
@@ -1151,7 +1151,7 @@ fn plan_site_of(
     projects: Vec<Project>,
     deployments: &[Deployment],
     confirmed: Option<(String, u64)>,
-) -> (Vec<SiteRead>, Result<DecidedSite, SiteHalt>) {
+) -> (Vec<SiteRead>, Result<Decided<SiteOp>, SiteHalt>) {
     let request = WorkspaceRequest {
         key: "team/shop".into(),
         external_name: "team-shop".into(),
