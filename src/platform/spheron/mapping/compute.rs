@@ -236,27 +236,21 @@ pub fn main_differences(running: &DeployedService, desired: &MainService) -> Vec
     out
 }
 
-/// The Events for an update (pure): one drift correction per field when the spec did not
-/// change (someone changed the instance at Spheron), else one update naming the fields.
-pub fn update_notes(instance: &str, differences: &[Difference], drift: bool) -> Vec<Note> {
-    if drift {
-        return differences
-            .iter()
-            .map(|d| Note::drift(&d.field, &d.observed, &d.desired))
-            .collect();
-    }
+/// The Event for an update of the spec (pure), naming the fields. A drift correction's Events
+/// come from the step's changes, in the funnel.
+pub fn update_note(instance: &str, differences: &[Difference]) -> Note {
     let changes: Vec<String> = differences
         .iter()
         .map(|d| format!("{} {} -> {}", d.field, d.observed, d.desired))
         .collect();
-    vec![Note::normal(
+    Note::normal(
         Reason::Updated,
         "Update",
         format!(
             "updating compute instance {instance}: {}",
             changes.join(", ")
         ),
-    )]
+    )
 }
 
 /// What a compute Workspace needs next, given the instance's newest deployment.
@@ -723,7 +717,7 @@ pub fn decide_compute(
         let events = if drift {
             Vec::new()
         } else {
-            update_notes(&instance.id, &differences, false)
+            vec![update_note(&instance.id, &differences)]
         };
         (changes, events)
     };

@@ -726,16 +726,19 @@ fn secret_values_never_reach_an_event() {
     );
     let d = main_differences(&running, &m);
     assert_eq!(d.len(), 1);
-    for note in update_notes("i1", &d, true)
-        .iter()
-        .chain(update_notes("i1", &d, false).iter())
-    {
-        assert!(!note.message.contains("s3cret"), "{}", note.message);
+    // The differences are what a drift step's changes (and so its Events) are made of.
+    for diff in &d {
+        assert!(
+            !diff.observed.contains("s3cret") && !diff.desired.contains("s3cret"),
+            "{diff:?}"
+        );
     }
+    let note = update_note("i1", &d);
+    assert!(!note.message.contains("s3cret"), "{}", note.message);
 }
 
 #[test]
-fn updates_are_drift_corrections_only_when_the_spec_did_not_change() {
+fn a_spec_update_is_one_event_naming_every_field() {
     let d = vec![
         Difference {
             field: "spec.replicas".into(),
@@ -748,22 +751,14 @@ fn updates_are_drift_corrections_only_when_the_spec_did_not_change() {
             desired: "\"y\"".into(),
         },
     ];
-    let drift = update_notes("i1", &d, true);
-    assert_eq!(drift.len(), 2);
-    assert_eq!(drift[0].reason, Reason::DriftCorrected);
-    assert_eq!(drift[0].drift_field.as_deref(), Some("spec.replicas"));
+    // Drift corrections are the plan's drift steps (a_compute_plan_sets_back_replicas_changed_at_spheron_as_drift).
+    let update = update_note("i1", &d);
     assert_eq!(
-        drift[0].message,
-        "spec.replicas was changed at the platform: set back from 5 to 3"
-    );
-    let update = update_notes("i1", &d, false);
-    assert_eq!(update.len(), 1);
-    assert_eq!(
-        (update[0].reason.as_str(), update[0].drift_field.clone()),
+        (update.reason.as_str(), update.drift_field.clone()),
         ("Updated", None)
     );
     assert_eq!(
-        update[0].message,
+        update.message,
         "updating compute instance i1: spec.replicas 5 -> 3, spec.env[A] \"x\" -> \"y\""
     );
 }
