@@ -53,6 +53,15 @@ impl std::fmt::Display for StepAction {
     }
 }
 
+/// How a value is shown in a plan or an Event: a Secret's never is.
+pub fn shown(value: &str, secret: bool) -> String {
+    if secret {
+        "(a Secret value)".to_string()
+    } else {
+        format!("{value:?}")
+    }
+}
+
 /// A reference to an earlier step of the same plan (0-based inside, 1-based when shown).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StepRef(pub usize);

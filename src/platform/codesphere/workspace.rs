@@ -770,15 +770,6 @@ fn in_place<'a>(kind: &'a str, request: &WorkspaceRequest<'_>, now: Timestamp) -
     }
 }
 
-/// How a variable's value is shown in a plan: never a Secret's value.
-fn shown(key: &str, value: &str, secret_backed: &[&str]) -> String {
-    if secret_backed.contains(&key) {
-        "(a Secret value)".to_string()
-    } else {
-        format!("{value:?}")
-    }
-}
-
 /// Variables: only changed names written, removed ones deleted. Returns whether any change.
 fn plan_variables(
     request: &WorkspaceRequest<'_>,
@@ -826,8 +817,8 @@ fn plan_variables(
                 let from = observed
                     .iter()
                     .find(|o| o.name == e.name)
-                    .map(|o| shown(&o.name, &o.value, &secret_backed));
-                let to = shown(&e.name, &e.value, &secret_backed);
+                    .map(|o| plan::shown(&o.value, secret_backed.contains(&o.name.as_str())));
+                let to = plan::shown(&e.value, secret_backed.contains(&e.name.as_str()));
                 Change::new(&format!("spec.env[{}]", e.name), from, Some(to))
             })
             .collect();

@@ -135,51 +135,6 @@ pub fn adopt_requested(op: &OperationStatus, app: &Application) -> Option<i64> {
         .filter(|id| *id > recorded)
 }
 
-/// Differences between the variables at the platform and the spec that someone made there
-/// (pure). Only visible values are compared: hidden ones cannot be read back. Values are
-/// named in the Event only when they are not Secret-backed.
-pub fn variable_drift(
-    observed: &[Variable],
-    desired: &BTreeMap<String, String>,
-    secret_backed: &[String],
-) -> Vec<Note> {
-    let env_vars: Vec<&Variable> = observed
-        .iter()
-        .filter(|v| v.target.as_deref().unwrap_or("os-env-var") == "os-env-var")
-        .collect();
-    let shown = |key: &str, value: &str| {
-        if secret_backed.iter().any(|k| k == key) {
-            "(a Secret value)".to_string()
-        } else {
-            format!("{value:?}")
-        }
-    };
-    let mut notes = Vec::new();
-    for (key, value) in desired {
-        let field = format!("spec.env[{key}]");
-        match env_vars.iter().find(|v| &v.key == key) {
-            None => notes.push(Note::drift(&field, "(removed)", shown(key, value))),
-            Some(v) => {
-                if let Some(current) = v.value.as_deref().filter(|c| *c != value) {
-                    notes.push(Note::drift(
-                        &field,
-                        format!("{current:?}"),
-                        shown(key, value),
-                    ));
-                }
-            }
-        }
-    }
-    for v in env_vars.iter().filter(|v| !desired.contains_key(&v.key)) {
-        notes.push(Note::drift(
-            &format!("spec.env[{}]", v.key),
-            "(added)",
-            "(not set)",
-        ));
-    }
-    notes
-}
-
 /// Which kind of deployment brings the application to `desired` (pure). The same ref again
 /// (a variable change, a requested reconcile) is a redeploy. A tag or commit deployed before
 /// is a rollback, which reuses the kept build; a branch is always built again, because it may
@@ -341,15 +296,6 @@ fn application(id: ObjectId) -> Target {
         kind: "application",
         name: String::new(),
         id,
-    }
-}
-
-/// How a variable value is shown in a plan: never a Secret's value.
-fn shown(key: &str, value: &str, secret_backed: &[String]) -> String {
-    if secret_backed.iter().any(|k| k == key) {
-        "(a Secret value)".to_string()
-    } else {
-        format!("{value:?}")
     }
 }
 
@@ -525,7 +471,7 @@ pub fn plan_workspace(
             changes: vec![Change::new(
                 &field,
                 drift.then(|| "(removed)".to_string()),
-                Some(shown(&v.key, &v.value, &secret_backed)),
+                Some(plan::shown(&v.value, secret_backed.contains(&v.key))),
             )],
             drift,
             summary: format!("set variable {}", v.key),
@@ -545,7 +491,7 @@ pub fn plan_workspace(
             changes: vec![Change::new(
                 &field,
                 from,
-                Some(shown(&v.key, &v.value, &secret_backed)),
+                Some(plan::shown(&v.value, secret_backed.contains(&v.key))),
             )],
             drift: drift && visible,
             summary: format!("set variable {}", v.key),
@@ -1509,33 +1455,57 @@ mod tests {
 
     #[test]
     fn edits_at_the_platform_are_named_without_secret_values() {
-        let observed = vec![
-            var(1, "MODE", Some("debug"), false),
-            var(2, "TOKEN", None, true),
-            var(3, "EXTRA", Some("x"), false),
-        ];
-        let desired = BTreeMap::from([
-            ("MODE".to_string(), "prod".to_string()),
-            ("TOKEN".to_string(), "s3cret".to_string()),
-            ("KEY".to_string(), "k-value".to_string()),
-        ]);
-        let secret = vec!["TOKEN".to_string(), "KEY".to_string()];
-        let notes = variable_drift(&observed, &desired, &secret);
-        let messages: Vec<&str> = notes.iter().map(|n| n.message.as_str()).collect();
+        // Ready at generation 1 with this spec: what differs at Devopness is drift.
+        let row = Row {
+            case: "variables edited at the platform",
+            spec: serde_json::json!({"env": [
+                {"name": "MODE", "value": "prod"},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "t"}}},
+                {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+            ]}),
+            env: &[("MODE", "prod"), ("TOKEN", "s3cret"), ("KEY", "k-value")],
+            previous: synced("branch:main", 1),
+            generation: 1,
+            requested: false,
+            applications: vec![app(7, "team-shop", Some((12, "completed")))],
+            action: None,
+            variables: Some(vec![
+                var(1, "MODE", Some("debug"), false),
+                var(2, "TOKEN", None, true),
+                var(3, "EXTRA", Some("x"), false),
+            ]),
+            steps: vec![],
+            reason: Reason::NotDeployed,
+        };
+        let planned = plan_of(&row).unwrap();
+        let drift: Vec<(String, Option<String>, Option<String>)> = planned
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.drift)
+            .flat_map(|s| s.changes.iter())
+            .map(|c| (c.field.clone(), c.from.clone(), c.to.clone()))
+            .collect();
+        let some = |s: &str| Some(s.to_string());
         assert_eq!(
-            messages,
+            drift,
             vec![
-                "spec.env[KEY] was changed at the platform: set back from (removed) to (a Secret value)",
-                "spec.env[MODE] was changed at the platform: set back from \"debug\" to \"prod\"",
-                "spec.env[EXTRA] was changed at the platform: set back from (added) to (not set)",
+                (
+                    "spec.env[KEY]".into(),
+                    some("(removed)"),
+                    some("(a Secret value)")
+                ),
+                ("spec.env[MODE]".into(), some("\"debug\""), some("\"prod\"")),
+                ("spec.env[EXTRA]".into(), some("(added)"), some("(not set)")),
             ]
         );
-        assert!(notes.iter().all(|n| n.warning));
-        assert!(!messages
-            .iter()
-            .any(|m| m.contains("s3cret") || m.contains("k-value")));
+        let shown = serde_json::to_string(&planned.plan.view()).unwrap();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("k-value"),
+            "{shown}"
+        );
         // Hidden values cannot be compared: no drift claimed for TOKEN.
-        assert!(!messages.iter().any(|m| m.contains("TOKEN")));
+        assert!(!shown.contains("TOKEN"), "{shown}");
     }
 
     #[test]

@@ -202,11 +202,10 @@ pub fn main_differences(running: &DeployedService, desired: &MainService) -> Vec
         })
         .collect();
     let shown = |key: &str, value: &str, secret: bool| {
-        if secret || desired.secret_keys.iter().any(|k| k == key) {
-            "(a Secret value)".to_string()
-        } else {
-            format!("{value:?}")
-        }
+        plan::shown(
+            value,
+            secret || desired.secret_keys.iter().any(|k| k == key),
+        )
     };
     for (key, value) in &desired.env {
         let secret = desired.secret_keys.contains(key);
