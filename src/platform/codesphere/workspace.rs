@@ -74,6 +74,25 @@ pub struct Observed {
 
 type Halt = plan::Halt<Read>;
 
+impl Observed {
+    /// The team's listing and the plans on offer, before any per-workspace read.
+    pub fn new(team: i64, offers: Arc<Vec<Offer>>, workspaces: Arc<Vec<Workspace>>) -> Self {
+        Observed {
+            team,
+            offers,
+            workspaces,
+            fresh: false,
+            deep: BTreeMap::new(),
+            running: BTreeMap::new(),
+            env: BTreeMap::new(),
+            stages: BTreeMap::new(),
+            heads: BTreeMap::new(),
+            routed: BTreeMap::new(),
+            at: Timestamp::now(),
+        }
+    }
+}
+
 /// The call a step makes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Call {
@@ -1565,19 +1584,7 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for Codesphere {
 
     async fn observe(&self, request: &WorkspaceRequest<'r>) -> Result<Observed, ReconcileError> {
         let team = team_of(request, self.default_team())?;
-        let mut o = Observed {
-            team,
-            offers: self.plans().await?,
-            workspaces: self.workspaces_of(team).await?,
-            fresh: false,
-            deep: BTreeMap::new(),
-            running: BTreeMap::new(),
-            env: BTreeMap::new(),
-            stages: BTreeMap::new(),
-            heads: BTreeMap::new(),
-            routed: BTreeMap::new(),
-            at: Timestamp::now(),
-        };
+        let mut o = Observed::new(team, self.plans().await?, self.workspaces_of(team).await?);
         // The plan says which per-workspace reads it needs, one at a time.
         for _ in 0..MAX_READS {
             match decide(request, &o) {
@@ -1960,24 +1967,14 @@ mod tests {
             poll_interval: None,
         };
         let w = &c.world;
-        let mut o = Observed {
-            team: 1,
-            offers: Arc::new(vec![Offer {
-                id: 8,
-                title: "Micro".into(),
-                deprecated: false,
-                max_replicas: 3,
-            }]),
-            workspaces: Arc::new(w.workspaces.clone()),
-            fresh: false,
-            deep: BTreeMap::new(),
-            running: BTreeMap::new(),
-            env: BTreeMap::new(),
-            stages: BTreeMap::new(),
-            heads: BTreeMap::new(),
-            routed: BTreeMap::new(),
-            at: NOW.parse().unwrap(),
-        };
+        let offers = Arc::new(vec![Offer {
+            id: 8,
+            title: "Micro".into(),
+            deprecated: false,
+            max_replicas: 3,
+        }]);
+        let mut o = Observed::new(1, offers, Arc::new(w.workspaces.clone()));
+        o.at = NOW.parse().unwrap();
         let mut reads = Vec::new();
         while let Err(Halt::Need(read)) = decide(&request, &o) {
             assert!(reads.len() < MAX_READS, "reads without end: {reads:?}");

@@ -367,6 +367,22 @@ pub struct ComputeObserved {
     pub at: Timestamp,
 }
 
+impl ComputeObserved {
+    /// The organization's open instances, before any other read.
+    pub fn new(organization: &str, instances: Vec<ComputeInstance>, topic: String) -> Self {
+        ComputeObserved {
+            organization: organization.to_string(),
+            instances,
+            fresh: false,
+            other_kind: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
+            deployments: BTreeMap::new(),
+            topic,
+            at: Timestamp::now(),
+        }
+    }
+}
+
 pub type ComputeHalt = plan::Halt<ComputeRead>;
 
 /// The request a compute step carries.
@@ -894,16 +910,8 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for ComputeSeam<'_> {
         if request.create_pending || requesting {
             client.forget_instances(self.organization).await;
         }
-        let mut o = ComputeObserved {
-            organization: self.organization.to_string(),
-            instances: self.open_instances().await?,
-            fresh: false,
-            other_kind: BTreeMap::new(),
-            confirmed: BTreeMap::new(),
-            deployments: BTreeMap::new(),
-            topic: topic_id(),
-            at: Timestamp::now(),
-        };
+        let mut o =
+            ComputeObserved::new(self.organization, self.open_instances().await?, topic_id());
         // The plan says which reads it needs, one at a time.
         for _ in 0..MAX_COMPUTE_READS {
             let Err(plan::Halt::Need(read)) = decide_compute(request, self.compute, &o) else {

@@ -403,6 +403,22 @@ pub struct SiteObserved {
 }
 
 impl SiteObserved {
+    /// The organization's projects, before any other read.
+    pub fn new(organization: &str, projects: Arc<Vec<Project>>, topic: String) -> Self {
+        SiteObserved {
+            organization: organization.to_string(),
+            projects,
+            fresh: false,
+            other_kind: BTreeMap::new(),
+            recent: BTreeMap::new(),
+            newest: BTreeMap::new(),
+            deployments: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
+            topic,
+            at: Timestamp::now(),
+        }
+    }
+
     /// Records a project's recent deployments. They were read now, so they are fresh: none is
     /// read a second time.
     pub fn read_recent(&mut self, project: String, recent: Vec<Deployment>) {
@@ -976,18 +992,11 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for SiteSeam<'_> {
         if request.create_pending || requesting {
             client.forget_projects(organization).await;
         }
-        let mut o = SiteObserved {
-            organization: organization.to_string(),
-            projects: client.projects_of(organization).await?,
-            fresh: false,
-            other_kind: BTreeMap::new(),
-            recent: BTreeMap::new(),
-            newest: BTreeMap::new(),
-            deployments: BTreeMap::new(),
-            confirmed: BTreeMap::new(),
-            topic: topic_id(),
-            at: Timestamp::now(),
-        };
+        let mut o = SiteObserved::new(
+            organization,
+            client.projects_of(organization).await?,
+            topic_id(),
+        );
         // The plan says which reads it needs, one at a time.
         for _ in 0..MAX_SITE_READS {
             let Err(plan::Halt::Need(read)) = decide_site(request, &o) else {

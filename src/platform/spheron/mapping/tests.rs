@@ -940,16 +940,7 @@ fn plan_compute(
         create_pending: false,
         poll_interval: None,
     };
-    let mut o = ComputeObserved {
-        organization: "org".into(),
-        instances: world.instances.clone(),
-        fresh: false,
-        other_kind: BTreeMap::new(),
-        confirmed: BTreeMap::new(),
-        deployments: BTreeMap::new(),
-        topic: "topic-1".into(),
-        at: Timestamp::now(),
-    };
+    let mut o = ComputeObserved::new("org", world.instances.clone(), "topic-1".into());
     let mut reads = Vec::new();
     loop {
         let result = decide_compute(&request, &compute, &o);
@@ -1162,18 +1153,7 @@ fn plan_site_of(
         create_pending: false,
         poll_interval: None,
     };
-    let mut o = SiteObserved {
-        organization: "org".into(),
-        projects: Arc::new(projects),
-        fresh: false,
-        other_kind: BTreeMap::new(),
-        recent: BTreeMap::new(),
-        newest: BTreeMap::new(),
-        deployments: BTreeMap::new(),
-        confirmed: BTreeMap::new(),
-        topic: "topic-1".into(),
-        at: Timestamp::now(),
-    };
+    let mut o = SiteObserved::new("org", Arc::new(projects), "topic-1".into());
     let mut reads = Vec::new();
     loop {
         let result = decide_site(&request, &o);
