@@ -35,7 +35,55 @@ pub struct WorkspaceRequest<'a> {
     pub poll_interval: Option<Duration>,
 }
 
+#[cfg(test)]
+impl<'a> WorkspaceRequest<'a> {
+    /// A request for unit tests: `team/shop` at the platform as `team-shop`, generation 2 of a
+    /// spec whose last status described generation 1, sent (not held).
+    pub fn for_test(spec: &'a WorkspaceSpec, previous: &'a WorkspaceStatus) -> Self {
+        WorkspaceRequest {
+            key: "team/shop".into(),
+            external_name: "team-shop".into(),
+            spec,
+            env: BTreeMap::new(),
+            previous,
+            generation: 2,
+            observed_generation: Some(1),
+            mode: Mode::SEND,
+            create_pending: false,
+            poll_interval: None,
+        }
+    }
+}
+
 impl WorkspaceRequest<'_> {
+    /// The platform id bosun knows for the object: the one status recorded (a blue/green
+    /// rollout moves it), else `spec.externalId`. A blank one counts as none.
+    pub fn known_id(&self) -> Option<&str> {
+        self.previous
+            .external_id
+            .as_deref()
+            .or(self.spec.external_id.as_deref())
+            .filter(|s| !s.trim().is_empty())
+    }
+
+    /// [`Self::known_id`] as the platform's id type; one that does not parse is an error for
+    /// the user naming what an id looks like there (`what`).
+    pub fn known_id_as<Id: std::str::FromStr>(
+        &self,
+        what: &str,
+    ) -> Result<Option<Id>, ReconcileError> {
+        self.known_id()
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    ReconcileError::user(
+                        Reason::ExternalIdInvalid,
+                        format!("spec.externalId {s:?} is not {what}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
     /// Whether a difference at the platform is drift (the spec did not change since the last
     /// status) rather than a new spec being rolled out.
     pub fn is_drift(&self) -> bool {
@@ -112,6 +160,31 @@ pub struct DomainRequest<'a> {
     pub mode: Mode,
 }
 
+#[cfg(test)]
+impl<'a> DomainRequest<'a> {
+    /// A request for unit tests: `team/shop` binding `domain` with TLS, generation 1 as last
+    /// described by status, sent (not held).
+    pub fn for_test(
+        domain: &'a str,
+        routes: &[(&str, &[&str])],
+        previous: &'a DomainBindingStatus,
+    ) -> Self {
+        DomainRequest {
+            key: "team/shop".into(),
+            domain,
+            routes: routes
+                .iter()
+                .map(|(p, ids)| (p.to_string(), ids.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            tls: true,
+            previous,
+            generation: 1,
+            observed_generation: Some(1),
+            mode: Mode::SEND,
+        }
+    }
+}
+
 impl DomainRequest<'_> {
     /// Whether a difference at the platform is drift (the spec did not change since the last
     /// status, and bosun already owned routes there).
@@ -160,52 +233,6 @@ pub trait DomainDriver: Send + Sync {
     ) -> Result<Report<DomainBindingStatus>, ReconcileError>;
     /// Removes what the binding owns (its paths, and the domain when nothing else uses it).
     async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError>;
-}
-
-/// A platform object that bosun finds by id or by name. Ids are numbers on most platforms;
-/// `Id` is a string where the platform's ids are (Spheron's are Mongo ObjectIds).
-pub trait Identified<Id: PartialEq = i64> {
-    fn platform_id(&self) -> Id;
-    fn platform_name(&self) -> &str;
-}
-
-/// Where the platform object stands relative to what bosun knows.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Located<'a, T, Id = i64> {
-    /// Found by id, or by name where taking it over is right.
-    Found(&'a T),
-    /// bosun knew an id but the platform no longer has it.
-    Gone(Id),
-    /// Nothing to find: create it.
-    Absent,
-    /// An object of that name exists that bosun did not create.
-    NameTaken(&'a T),
-    /// Several objects carry the name after an interrupted create.
-    Ambiguous(usize),
-}
-
-/// Finds the object in a listing (pure): by the id bosun knows, else by name, taking a named
-/// one over only after an interrupted create of bosun's own or when the user asked to adopt.
-pub fn locate<'a, T: Identified<Id>, Id: PartialEq>(
-    list: &'a [T],
-    known_id: Option<Id>,
-    name: &str,
-    create_pending: bool,
-    adopt_by_name: bool,
-) -> Located<'a, T, Id> {
-    if let Some(id) = known_id {
-        return match list.iter().find(|o| o.platform_id() == id) {
-            Some(o) => Located::Found(o),
-            None => Located::Gone(id),
-        };
-    }
-    let named: Vec<&T> = list.iter().filter(|o| o.platform_name() == name).collect();
-    match named.as_slice() {
-        [] => Located::Absent,
-        [one] if create_pending || adopt_by_name => Located::Found(one),
-        [one] => Located::NameTaken(one),
-        many => Located::Ambiguous(many.len()),
-    }
 }
 
 /// How often a Ready object's per-object reads (run stage, variables) happen when nothing asks

@@ -127,6 +127,21 @@ pub struct Step<Op> {
 }
 
 impl<Op> Step<Op> {
+    /// A step that lists no changed field and corrects no drift, with no deadline or record
+    /// (a deletion's steps).
+    pub fn plain(action: StepAction, target: Target, summary: String, op: Op) -> Self {
+        Step {
+            action,
+            target,
+            changes: Vec::new(),
+            drift: false,
+            summary,
+            deadline: None,
+            record: None,
+            op,
+        }
+    }
+
     /// The old and new value of the step's first change (empty where there is none): what an
     /// answer's Event names.
     pub fn first_change(&self) -> (String, String) {

@@ -8,6 +8,7 @@ use super::client::{
 };
 use crate::api::{GitRef, OperationStatus, StageStatus, WorkspaceStatus};
 use crate::core::conditions::{Readiness, SyncState};
+use crate::core::deletion::{Deletion, DeletionSeam};
 use crate::core::drivers::{CreateGuard, WorkspaceDriver, WorkspaceRequest};
 use crate::core::error::ReconcileError;
 use crate::core::plan::{
@@ -443,13 +444,47 @@ fn settled(
 /// What deleting a Workspace does (pure): Code Manager has no call that removes an
 /// environment, which follows the control repository's branches, so the plan is empty and an
 /// Event says so instead of pretending.
-pub fn deletion(request: &WorkspaceRequest<'_>) -> Result<Cleanup, ReconcileError> {
+pub fn deletion(request: &WorkspaceRequest<'_>) -> Result<Deletion<()>, ReconcileError> {
     let (env, _) = environment_for(request)?;
-    Ok(Cleanup::Done(vec![Note::warning(
-        Reason::NotDeletedAtPlatform,
-        "Delete",
-        format!("Code Manager keeps environment {env} until its branch is deleted from the control repository"),
-    )]))
+    Ok(Deletion {
+        plan: Plan::default(),
+        left: vec![Note::warning(
+            Reason::NotDeletedAtPlatform,
+            "Delete",
+            format!("Code Manager keeps environment {env} until its branch is deleted from the control repository"),
+        )],
+    })
+}
+
+/// Code Manager has no call that removes an environment: its deletion plan is always empty,
+/// and says so in an Event.
+#[async_trait]
+impl<'r> DeletionSeam<WorkspaceRequest<'r>> for CodeManager {
+    type Remains = ();
+    type Op = ();
+    type Answer = ();
+
+    async fn observe_remains(&self, _: &WorkspaceRequest<'r>) -> Result<(), ReconcileError> {
+        Ok(())
+    }
+
+    fn plan_deletion(
+        &self,
+        request: &WorkspaceRequest<'r>,
+        _: &(),
+    ) -> Result<Deletion<()>, ReconcileError> {
+        deletion(request)
+    }
+
+    async fn execute_deletion(&self, _: &Step<()>) -> Result<(), ReconcileError> {
+        // The plan above has no steps, so nothing is ever sent here.
+        Ok(())
+    }
+
+    fn removed(&self, _: &Step<()>, _: &()) -> Note {
+        // Never asked either, for the same reason.
+        Note::normal(Reason::Deleted, "Delete", "nothing was removed")
+    }
 }
 
 #[async_trait]
@@ -580,7 +615,7 @@ impl WorkspaceDriver for CodeManager {
     }
 
     async fn delete(&self, request: &WorkspaceRequest<'_>) -> Result<Cleanup, ReconcileError> {
-        deletion(request)
+        crate::core::deletion::delete(self, request).await
     }
 }
 
@@ -885,14 +920,11 @@ mod tests {
     fn deleting_plans_nothing_and_says_why() {
         let spec = spec(serde_json::json!({}));
         let previous = WorkspaceStatus::default();
-        match deletion(&request(&spec, &previous, 1, Mode::SEND)).unwrap() {
-            Cleanup::Done(notes) => {
-                assert_eq!(notes.len(), 1);
-                assert_eq!(notes[0].reason, Reason::NotDeletedAtPlatform);
-                assert!(notes[0].message.contains("production"));
-            }
-            Cleanup::InProgress(..) => panic!("nothing to wait for"),
-        }
+        let Deletion { plan, left } = deletion(&request(&spec, &previous, 1, Mode::SEND)).unwrap();
+        table::assert_steps(&plan, &[], "Code Manager cannot remove an environment");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].reason, Reason::NotDeletedAtPlatform);
+        assert!(left[0].message.contains("production"));
     }
 
     fn op(state: &str, generation: i64) -> OperationStatus {

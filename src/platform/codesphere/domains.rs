@@ -4,6 +4,7 @@
 use super::client::{Codesphere, Domain, Verification};
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
+use crate::core::deletion::{self, Deletion, DeletionSeam};
 use crate::core::drivers::{awaiting_dns, DomainDriver, DomainRequest};
 use crate::core::error::ReconcileError;
 use crate::core::plan::{
@@ -422,32 +423,142 @@ impl DomainDriver for Codesphere {
     }
 
     async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError> {
-        let team = self.team_for_domains()?;
-        let Some(domain) = self.get_domain(team, request.domain).await? else {
-            return Ok(Cleanup::Done(Vec::new()));
+        deletion::delete(self, request).await
+    }
+}
+
+/// What deleting a DomainBinding sends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DomainRemoval {
+    /// Nobody else routes through the domain: it goes.
+    Delete { team: i64, name: String },
+    /// Other paths stay: the connections without bosun's.
+    Keep {
+        team: i64,
+        name: String,
+        connections: BTreeMap<String, Vec<i64>>,
+    },
+}
+
+/// Deleting a DomainBinding (pure): bosun's paths leave the domain, and the domain goes with
+/// them when no other path uses it.
+pub fn plan_domain_deletion(
+    request: &DomainRequest<'_>,
+    observed: &Observed,
+) -> Deletion<DomainRemoval> {
+    let mut plan = Plan::default();
+    let Some(domain) = &observed.domain else {
+        return Deletion::default();
+    };
+    let owned: BTreeSet<String> = request.previous.owned_paths.iter().cloned().collect();
+    let remaining = merge_connections(&domain.workspaces, &owned, &BTreeMap::new());
+    let (team, name) = (observed.team, request.domain.to_string());
+    let (action, summary, op) = if remaining.is_empty() {
+        let summary = format!("delete domain {name}: no other path uses it");
+        (
+            StepAction::Delete,
+            summary,
+            DomainRemoval::Delete {
+                team,
+                name: name.clone(),
+            },
+        )
+    } else if remaining != domain.workspaces {
+        let kept: Vec<&str> = remaining.keys().map(String::as_str).collect();
+        let summary = format!(
+            "remove bosun's paths from {name}; keep it for {}",
+            kept.join(", ")
+        );
+        let op = DomainRemoval::Keep {
+            team,
+            name: name.clone(),
+            connections: remaining.clone(),
         };
-        let owned: BTreeSet<String> = request.previous.owned_paths.iter().cloned().collect();
-        let remaining = merge_connections(&domain.workspaces, &owned, &BTreeMap::new());
-        if remaining.is_empty() {
-            self.delete_domain(team, request.domain).await?;
-            return Ok(Cleanup::Done(vec![Note::normal(
-                Reason::Deleted,
+        (StepAction::Update, summary, op)
+    } else {
+        return Deletion::default();
+    };
+    let changes = owned
+        .iter()
+        .filter(|p| domain.workspaces.contains_key(*p))
+        .map(|p| {
+            Change::new(
+                &format!("routes[{p}]"),
+                Some(ids_text(&domain.workspaces[p])),
+                None,
+            )
+        })
+        .collect();
+    plan.push(Step {
+        action,
+        target: Target {
+            kind: "domain",
+            name: name.clone(),
+            id: ObjectId::Known(name),
+        },
+        changes,
+        drift: false,
+        summary,
+        deadline: None,
+        record: None,
+        op,
+    });
+    Deletion {
+        plan,
+        left: Vec::new(),
+    }
+}
+
+fn ids_text(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[async_trait]
+impl<'r> DeletionSeam<DomainRequest<'r>> for Codesphere {
+    type Remains = Observed;
+    type Op = DomainRemoval;
+    type Answer = ();
+
+    async fn observe_remains(
+        &self,
+        request: &DomainRequest<'r>,
+    ) -> Result<Observed, ReconcileError> {
+        PlanSeam::observe(self, request).await
+    }
+
+    fn plan_deletion(
+        &self,
+        request: &DomainRequest<'r>,
+        observed: &Observed,
+    ) -> Result<Deletion<DomainRemoval>, ReconcileError> {
+        Ok(plan_domain_deletion(request, observed))
+    }
+
+    async fn execute_deletion(&self, step: &Step<DomainRemoval>) -> Result<(), ReconcileError> {
+        match &step.op {
+            DomainRemoval::Delete { team, name } => self.delete_domain(*team, name).await?,
+            DomainRemoval::Keep {
+                team,
+                name,
+                connections,
+            } => {
+                self.set_connections(*team, name, connections).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn removed(&self, step: &Step<DomainRemoval>, _: &()) -> Note {
+        match &step.op {
+            DomainRemoval::Delete { name, .. } => {
+                Note::normal(Reason::Deleted, "Delete", format!("deleted domain {name}"))
+            }
+            DomainRemoval::Keep { name, .. } => Note::normal(
+                Reason::RoutesRemoved,
                 "Delete",
-                format!("deleted domain {}", request.domain),
-            )]));
-        }
-        if remaining != domain.workspaces {
-            self.set_connections(team, request.domain, &remaining)
-                .await?;
-        }
-        Ok(Cleanup::Done(vec![Note::normal(
-            Reason::RoutesRemoved,
-            "Delete",
-            format!(
-                "removed bosun's paths from {}; kept it for the paths others use",
-                request.domain
+                format!("removed bosun's paths from {name}; kept it for the paths others use"),
             ),
-        )]))
+        }
     }
 }
 
@@ -483,17 +594,51 @@ mod tests {
         mode: Mode,
     ) -> DomainRequest<'a> {
         DomainRequest {
-            key: "team/shop".into(),
-            domain: "shop.example.com",
-            routes: routes
-                .iter()
-                .map(|(p, ids)| (p.to_string(), ids.iter().map(|s| s.to_string()).collect()))
-                .collect(),
-            tls: true,
-            previous,
             generation,
-            observed_generation: Some(1),
             mode,
+            ..DomainRequest::for_test("shop.example.com", routes, previous)
+        }
+    }
+
+    #[test]
+    fn deletion_plan_table() {
+        use StepAction::{Delete, Update};
+        let owning = DomainBindingStatus {
+            owned_paths: vec!["/".into()],
+            ..Default::default()
+        };
+        let rows: Vec<(&str, Option<Domain>, Vec<table::Row<'_>>)> = vec![
+            ("the domain is gone", None, vec![]),
+            (
+                "only bosun's path: the domain goes",
+                Some(domain(&[("/", &[7])], true)),
+                vec![(
+                    Delete,
+                    "domain",
+                    "shop.example.com",
+                    false,
+                    vec!["routes[/]"],
+                )],
+            ),
+            (
+                "another path stays: only bosun's is removed",
+                Some(domain(&[("/", &[7]), ("/blog", &[9])], true)),
+                vec![(
+                    Update,
+                    "domain",
+                    "shop.example.com",
+                    false,
+                    vec!["routes[/]"],
+                )],
+            ),
+        ];
+        for (case, found, want) in rows {
+            let observed = Observed {
+                team: 1,
+                domain: found,
+            };
+            let req = request(&owning, &[("/", &["7"])], 1, Mode::SEND);
+            table::assert_steps(&plan_domain_deletion(&req, &observed).plan, &want, case);
         }
     }
 

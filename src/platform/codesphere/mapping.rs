@@ -219,7 +219,6 @@ pub fn candidate_name(base: &str, generation: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::drivers::{locate, Located};
 
     fn plan(id: i64, title: &str, max: i32, deprecated: bool) -> Plan {
         Plan {
@@ -279,33 +278,6 @@ mod tests {
         assert!(
             e.to_string().starts_with("spec.replicas") && e.to_string().contains("at most 3"),
             "{e}"
-        );
-    }
-
-    #[test]
-    fn locate_by_id_name_and_marker() {
-        let list = vec![ws(1, "a"), ws(2, "b"), ws(3, "dup"), ws(4, "dup")];
-        assert_eq!(
-            locate(&list, Some(2), "x", false, false),
-            Located::Found(&list[1])
-        );
-        assert_eq!(locate(&list, Some(9), "a", false, false), Located::Gone(9));
-        assert_eq!(locate(&list, None, "new", false, false), Located::Absent);
-        assert_eq!(
-            locate(&list, None, "a", false, false),
-            Located::NameTaken(&list[0])
-        );
-        assert_eq!(
-            locate(&list, None, "a", true, false),
-            Located::Found(&list[0])
-        );
-        assert_eq!(
-            locate(&list, None, "a", false, true),
-            Located::Found(&list[0])
-        );
-        assert_eq!(
-            locate(&list, None, "dup", true, false),
-            Located::Ambiguous(2)
         );
     }
 

@@ -3,6 +3,7 @@
 pub mod client;
 #[cfg(all(test, feature = "sim"))]
 mod conformance;
+mod deletion;
 pub mod domains;
 mod errors;
 pub mod mapping;

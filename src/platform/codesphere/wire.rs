@@ -33,7 +33,7 @@ pub struct Workspace {
     pub restricted: bool,
 }
 
-impl crate::core::drivers::Identified for Workspace {
+impl crate::core::locate::Identified for Workspace {
     fn platform_id(&self) -> i64 {
         self.id
     }

@@ -22,10 +22,12 @@ use crate::api::{
     GitRef, OperationStatus, RolloutStrategy, RunState, StageStatus, WorkspaceStatus,
 };
 use crate::core::conditions::{Readiness, SyncState};
+use crate::core::deletion;
 use crate::core::drivers::{
-    env_fingerprint, locate, was_ready, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest,
+    env_fingerprint, was_ready, CreateGuard, WorkspaceDriver, WorkspaceRequest,
 };
 use crate::core::error::ReconcileError;
+use crate::core::locate::{place, Placement, Words};
 use crate::core::plan::{
     self, need, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
 };
@@ -184,7 +186,7 @@ fn starting(id: i64) -> Verdict {
     )
 }
 
-fn team_of(
+pub(super) fn team_of(
     request: &WorkspaceRequest<'_>,
     default_team: Option<i64>,
 ) -> Result<i64, ReconcileError> {
@@ -202,22 +204,8 @@ fn team_of(
         })
 }
 
-fn known_id(request: &WorkspaceRequest<'_>) -> Result<Option<i64>, ReconcileError> {
-    // Status first: a blue/green rollout moves the workspace to a new id.
-    let raw = request
-        .previous
-        .external_id
-        .as_deref()
-        .or(request.spec.external_id.as_deref());
-    match raw {
-        None => Ok(None),
-        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
-            ReconcileError::user(
-                Reason::ExternalIdInvalid,
-                format!("spec.externalId {s:?} is not a Codesphere workspace id (a number)"),
-            )
-        }),
-    }
+pub(super) fn known_id(request: &WorkspaceRequest<'_>) -> Result<Option<i64>, ReconcileError> {
+    request.known_id_as("a Codesphere workspace id (a number)")
 }
 
 fn url_of(ws: &Workspace) -> Option<String> {
@@ -460,7 +448,6 @@ pub fn decide(request: &WorkspaceRequest<'_>, o: &Observed) -> Result<Decided, H
     )?;
     let observe_only = request.mode.observing();
     let act = request.mode.act();
-    let adopt_by_name = request.spec.adopt_by_name || observe_only;
     let mut status = request.previous.clone();
     status.selector = Some(format!(
         "bosun.dev/workspace={}",
@@ -488,64 +475,36 @@ pub fn decide(request: &WorkspaceRequest<'_>, o: &Observed) -> Result<Decided, H
         })
     };
 
-    let located = locate(
+    let (within, by) = (
+        format!("team {team}"),
+        format!("named {:?}", request.external_name),
+    );
+    let words = Words {
+        kind: "Codesphere workspace",
+        within: &within,
+        by: &by,
+        renamable: true,
+        extra: "delete",
+    };
+    let ws = match place(
         &o.workspaces,
+        request,
         known_id(request)?,
         &request.external_name,
-        request.create_pending,
-        adopt_by_name,
-    );
-    // A shared listing may predate a create: before concluding that a known workspace is
-    // gone, or creating after an interrupted create (which may have gone through), look
-    // again in a fresh listing so nothing is doubled. Without the marker bosun never sent a
-    // create for this object, and the shared listing is good enough.
-    let interrupted = act && request.create_pending && matches!(located, Located::Absent);
-    if (matches!(located, Located::Gone(_)) || interrupted) && !o.fresh {
-        return Err(Halt::Need(Read::FreshListing));
-    }
-    let ws = match located {
-        Located::Found(ws) => {
-            if status.external_id.as_deref() != Some(ws.id.to_string().as_str()) {
-                adopt = Some(ws.id.to_string());
-                notes.push(Note::normal(
-                    Reason::Adopted,
-                    "Adopt",
-                    format!("manages Codesphere workspace {} ({})", ws.id, ws.name),
-                ));
-                status.external_id = Some(ws.id.to_string());
+        o.fresh,
+        Read::FreshListing,
+        &words,
+    )? {
+        Placement::Found {
+            object: ws,
+            adopted,
+        } => {
+            if let Some(adoption) = adopted {
+                adopt = adoption.record(&mut status.external_id, &mut notes);
             }
             ws
         }
-        Located::Gone(id) if request.spec.external_id.is_some() || !act => {
-            return Err(ReconcileError::user(
-                Reason::ExternalObjectNotFound,
-                format!("Codesphere workspace {id} does not exist in team {team}"),
-            )
-            .into());
-        }
-        Located::NameTaken(ws) => {
-            return Err(ReconcileError::user(
-                Reason::NameTaken,
-                format!(
-                    "team {team} already has a workspace named {:?} (id {}) that bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it, or spec.externalName to use another name",
-                    ws.name, ws.id, ws.id
-                ),
-            ).into());
-        }
-        Located::Ambiguous(n) => {
-            return Err(ReconcileError::user(
-                Reason::CreateOutcomeUnknown,
-                format!(
-                    "an interrupted create left {n} workspaces named {:?} in team {team}: delete the extra ones, or set spec.externalId to the one to keep",
-                    request.external_name
-                ),
-            ).into());
-        }
-        Located::Absent if observe_only => {
-            let msg = format!(
-                "no workspace named {:?} in team {team} to observe",
-                request.external_name
-            );
+        Placement::Missing(msg) => {
             let verdict = (
                 Readiness::not_ready(Reason::NotFound, msg.clone()),
                 SyncState::Stalled {
@@ -556,8 +515,8 @@ pub fn decide(request: &WorkspaceRequest<'_>, o: &Observed) -> Result<Decided, H
             );
             return done(plan, status, notes, verdict, adopt, None);
         }
-        gone_or_absent @ (Located::Absent | Located::Gone(_)) => {
-            if let Located::Gone(id) = gone_or_absent {
+        Placement::Create { gone } => {
+            if let Some(id) = gone {
                 notes.push(Note::warning(
                     Reason::DriftCorrected,
                     "Create",
@@ -1746,57 +1705,7 @@ impl WorkspaceDriver for Codesphere {
     }
 
     async fn delete(&self, request: &WorkspaceRequest<'_>) -> Result<Cleanup, ReconcileError> {
-        let mut ids: Vec<i64> = known_id(request)?.into_iter().collect();
-        // A blue/green candidate (or the old workspace being retired) goes too.
-        if let Some(op) = request
-            .previous
-            .operation
-            .as_ref()
-            .filter(|o| o.kind == BLUE_GREEN)
-        {
-            ids.extend(op.id.as_deref().and_then(|i| i.parse::<i64>().ok()));
-        }
-        // An interrupted create left no id: find it by name so it does not leak.
-        if ids.is_empty() && request.create_pending {
-            let team_id = team_of(request, self.default_team())?;
-            self.forget_list(team_id).await;
-            let list = self.workspaces_of(team_id).await?;
-            ids.extend(
-                list.iter()
-                    .filter(|w| w.name == request.external_name)
-                    .map(|w| w.id),
-            );
-        }
-        let mut notes = Vec::new();
-        let mut pending = Vec::new();
-        for id in ids {
-            let Some(ws) = self.get_workspace(id).await? else {
-                continue;
-            };
-            self.delete_workspace(id).await?;
-            self.forget_list(ws.team_id).await;
-            // Deletion is not documented as synchronous: confirm before letting go.
-            if self.get_workspace(id).await?.is_some() {
-                pending.push(id.to_string());
-            } else {
-                notes.push(Note::normal(
-                    Reason::Deleted,
-                    "Delete",
-                    format!("deleted Codesphere workspace {id}"),
-                ));
-            }
-        }
-        if pending.is_empty() {
-            Ok(Cleanup::Done(notes))
-        } else {
-            Ok(Cleanup::InProgress(
-                STAGE_POLL,
-                format!(
-                    "waiting for Codesphere to delete workspace {}",
-                    pending.join(", ")
-                ),
-            ))
-        }
+        deletion::delete(self, request).await
     }
 }
 

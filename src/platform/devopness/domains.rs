@@ -12,6 +12,7 @@ use super::client::{
 };
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
+use crate::core::deletion::{self, Deletion, DeletionSeam};
 use crate::core::drivers::{DomainDriver, DomainRequest};
 use crate::core::error::ReconcileError;
 use crate::core::plan::{
@@ -677,29 +678,100 @@ impl DomainDriver for Devopness {
     }
 
     async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError> {
-        let Some(id) = request
+        deletion::delete(self, request).await
+    }
+}
+
+/// What deleting a DomainBinding sends: the host's certificate first, then the host.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum HostRemoval {
+    Certificate(i64),
+    Host(i64),
+}
+
+/// Deleting a DomainBinding (pure): the virtual host bosun made goes, with its certificate.
+pub fn plan_host_deletion(vhost: Option<&VirtualHost>) -> Deletion<HostRemoval> {
+    let Some(vhost) = vhost else {
+        return Deletion::default();
+    };
+    let step = |kind, id: i64, summary: String, op| {
+        let target = Target {
+            kind,
+            name: vhost.name.clone(),
+            id: ObjectId::Known(id.to_string()),
+        };
+        Step::plain(StepAction::Delete, target, summary, op)
+    };
+    let mut plan = Plan::default();
+    if let Some(cert) = &vhost.ssl_certificate {
+        let summary = format!("delete the certificate of {}", vhost.name);
+        plan.push(step(
+            "certificate",
+            cert.id,
+            summary,
+            HostRemoval::Certificate(cert.id),
+        ));
+    }
+    let summary = format!("delete virtual host {} ({})", vhost.id, vhost.name);
+    plan.push(step(
+        "virtual host",
+        vhost.id,
+        summary,
+        HostRemoval::Host(vhost.id),
+    ));
+    Deletion {
+        plan,
+        left: Vec::new(),
+    }
+}
+
+#[async_trait]
+impl<'r> DeletionSeam<DomainRequest<'r>> for Devopness {
+    type Remains = Option<VirtualHost>;
+    type Op = HostRemoval;
+    type Answer = Deleted;
+
+    async fn observe_remains(
+        &self,
+        request: &DomainRequest<'r>,
+    ) -> Result<Option<VirtualHost>, ReconcileError> {
+        let id = request
             .previous
             .external_id
             .as_deref()
-            .and_then(|s| s.parse::<i64>().ok())
-        else {
-            return Ok(Cleanup::Done(Vec::new()));
+            .and_then(|s| s.parse::<i64>().ok());
+        Ok(match id {
+            Some(id) => self.get_virtual_host(id).await?,
+            None => None,
+        })
+    }
+
+    fn plan_deletion(
+        &self,
+        _: &DomainRequest<'r>,
+        vhost: &Option<VirtualHost>,
+    ) -> Result<Deletion<HostRemoval>, ReconcileError> {
+        Ok(plan_host_deletion(vhost.as_ref()))
+    }
+
+    async fn execute_deletion(&self, step: &Step<HostRemoval>) -> Result<Deleted, ReconcileError> {
+        Ok(match step.op {
+            HostRemoval::Certificate(id) => self.delete_ssl_certificate(id).await?,
+            HostRemoval::Host(id) => self.delete_virtual_host(id).await?,
+        })
+    }
+
+    fn removed(&self, step: &Step<HostRemoval>, answer: &Deleted) -> Note {
+        let gone = *answer == Deleted::AlreadyGone;
+        let message = match step.op {
+            HostRemoval::Certificate(id) if gone => format!("certificate {id} is gone"),
+            HostRemoval::Certificate(id) => {
+                format!("deleted certificate {id} ({})", step.target.name)
+            }
+            HostRemoval::Host(id) if gone => format!("virtual host {id} is gone"),
+            HostRemoval::Host(id) => format!("deleted virtual host {id} ({})", step.target.name),
         };
-        let Some(vhost) = self.get_virtual_host(id).await? else {
-            return Ok(Cleanup::Done(Vec::new()));
-        };
-        if let Some(cert) = &vhost.ssl_certificate {
-            self.delete_ssl_certificate(cert.id).await?;
-        }
-        let note = match self.delete_virtual_host(id).await? {
-            Deleted::Done { .. } => format!("deleted virtual host {id} ({})", request.domain),
-            Deleted::AlreadyGone => format!("virtual host {id} is gone"),
-        };
-        Ok(Cleanup::Done(vec![Note::normal(
-            Reason::Deleted,
-            "Delete",
-            note,
-        )]))
+        Note::normal(Reason::Deleted, "Delete", message)
     }
 }
 
@@ -740,14 +812,34 @@ mod tests {
         mode: Mode,
     ) -> DomainRequest<'a> {
         DomainRequest {
-            key: "team/shop".into(),
-            domain: "shop.example.com",
-            routes: routes(&[("/", &["7"])]),
-            tls: true,
-            previous,
             generation,
-            observed_generation: Some(1),
             mode,
+            ..DomainRequest::for_test("shop.example.com", &[("/", &["7"])], previous)
+        }
+    }
+
+    #[test]
+    fn deletion_plan_table() {
+        use StepAction::Delete;
+        let with_cert = vhost(serde_json::json!({"ssl_certificate": {"id": 8, "active": true}}));
+        let rows: Vec<(&str, Option<VirtualHost>, Vec<table::Row<'_>>)> = vec![
+            ("the host is gone", None, vec![]),
+            (
+                "a host without a certificate",
+                Some(vhost(serde_json::json!({}))),
+                vec![(Delete, "virtual host", "5", false, vec![])],
+            ),
+            (
+                "the certificate goes first",
+                Some(with_cert),
+                vec![
+                    (Delete, "certificate", "8", false, vec![]),
+                    (Delete, "virtual host", "5", false, vec![]),
+                ],
+            ),
+        ];
+        for (case, found, want) in rows {
+            table::assert_steps(&plan_host_deletion(found.as_ref()).plan, &want, case);
         }
     }
 

@@ -12,10 +12,10 @@ use super::client::{
 };
 use crate::api::{GitRef, OperationStatus, WorkspaceStatus};
 use crate::core::conditions::Readiness;
-use crate::core::drivers::{
-    env_fingerprint, locate, CreateGuard, Located, WorkspaceDriver, WorkspaceRequest,
-};
+use crate::core::deletion::{self, Deletion, DeletionSeam};
+use crate::core::drivers::{env_fingerprint, CreateGuard, WorkspaceDriver, WorkspaceRequest};
 use crate::core::error::ReconcileError;
+use crate::core::locate::{locate, place, Located, Placement, Words};
 use crate::core::plan::{
     self, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, StepRef, Target,
 };
@@ -306,64 +306,54 @@ pub fn plan_workspace(
     observed: &Observed,
 ) -> Result<Planned<DvOp, WorkspaceStatus>, ReconcileError> {
     let env_id = observed.environment;
-    let act = request.mode.act();
     let mut status = request.previous.clone();
     let mut notes = Vec::new();
     let mut plan = Plan::default();
     let mut adopt = None;
 
-    let known: Option<i64> = match request
-        .previous
-        .external_id
-        .as_deref()
-        .or(request.spec.external_id.as_deref())
-    {
-        None => None,
-        Some(s) => Some(s.parse().map_err(|_| {
-            ReconcileError::user(
-                Reason::ExternalIdInvalid,
-                format!("{s:?} is not a Devopness application id"),
-            )
-        })?),
+    let known: Option<i64> = request.known_id_as("a Devopness application id")?;
+    let (within, by) = (
+        format!("environment {env_id}"),
+        format!("named {:?}", request.external_name),
+    );
+    let words = Words {
+        kind: "Devopness application",
+        within: &within,
+        by: &by,
+        renamable: true,
+        extra: "delete",
     };
-    let adopt_by_name = request.spec.adopt_by_name || request.mode.observing();
-    let found = match locate(
+    // Observe reads a fresh listing whenever the shared one could mislead (see there).
+    let placed = place(
         &observed.applications,
+        request,
         known,
         &request.external_name,
-        request.create_pending,
-        adopt_by_name,
-    ) {
-        Located::NameTaken(app) => {
-            return Err(ReconcileError::user(
-                Reason::NameTaken,
-                format!("environment {env_id} already has an application named {:?} (id {}): set spec.adoptByName: true or spec.externalId to manage it", app.name, app.id),
-            ));
+        true,
+        (),
+        &words,
+    );
+    let found = match plan::decided(placed)? {
+        Placement::Found { object, adopted } => {
+            if let Some(adoption) = adopted {
+                adopt = adoption.record(&mut status.external_id, &mut notes);
+            }
+            Some(object)
         }
-        // Devopness keeps names unique in an environment; several means someone else's doing.
-        Located::Ambiguous(n) => {
-            return Err(ReconcileError::user(
-                Reason::CreateOutcomeUnknown,
-                format!("environment {env_id} has {n} applications named {:?}: set spec.externalId to the one to manage", request.external_name),
-            ));
+        Placement::Missing(msg) => {
+            return Err(ReconcileError::user(Reason::ExternalObjectNotFound, msg));
         }
-        Located::Found(app) => Some(app),
-        Located::Gone(id) if request.spec.external_id.is_some() || !act => {
-            return Err(ReconcileError::user(
-                Reason::ExternalObjectNotFound,
-                format!("environment {env_id} has no application {id}"),
-            ));
+        Placement::Create { gone } => {
+            if let Some(id) = gone {
+                notes.push(Note::warning(
+                    Reason::DriftCorrected,
+                    "Create",
+                    format!("application {id} was deleted at the platform; creating it again"),
+                ));
+                status.operation = None;
+            }
+            None
         }
-        Located::Absent | Located::Gone(_) if !act => {
-            return Err(ReconcileError::user(
-                Reason::ExternalObjectNotFound,
-                format!(
-                    "environment {env_id} has no application named {:?}",
-                    request.external_name
-                ),
-            ));
-        }
-        Located::Absent | Located::Gone(_) => None,
     };
 
     let desired_ref = request.spec.source.git_ref().to_string();
@@ -376,15 +366,6 @@ pub fn plan_workspace(
         .collect();
     let target = match found {
         Some(app) => {
-            if status.external_id.as_deref() != Some(app.id.to_string().as_str()) {
-                adopt = Some(app.id.to_string());
-                status.external_id = Some(app.id.to_string());
-                notes.push(Note::normal(
-                    Reason::Adopted,
-                    "Adopt",
-                    format!("manages Devopness application {} ({})", app.id, app.name),
-                ));
-            }
             // A deployment in flight (or possibly sent before a crash) is followed to its
             // end before anything else changes.
             if let Some(op) = followed(status.operation.as_ref(), app) {
@@ -776,13 +757,14 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for Devopness {
         if unsure {
             self.forget_applications(environment).await;
         }
-        let applications = self.applications_of(environment).await?;
-        let known = request
-            .previous
-            .external_id
-            .as_deref()
-            .or(request.spec.external_id.as_deref())
-            .and_then(|s| s.parse::<i64>().ok());
+        let mut applications = self.applications_of(environment).await?;
+        let known = request.known_id().and_then(|s| s.parse::<i64>().ok());
+        // A known application missing from a shared listing may only be newer than it: look
+        // again in a fresh one before the plan concludes it is gone and creates it again.
+        if !unsure && known.is_some_and(|id| !applications.iter().any(|a| a.id == id)) {
+            self.forget_applications(environment).await;
+            applications = self.applications_of(environment).await?;
+        }
         let adopt = request.spec.adopt_by_name || request.mode.observing();
         let app = match locate(
             &applications,
@@ -991,27 +973,62 @@ impl WorkspaceDriver for Devopness {
     }
 
     async fn delete(&self, request: &WorkspaceRequest<'_>) -> Result<Cleanup, ReconcileError> {
-        let Some(id) = request
-            .previous
-            .external_id
-            .as_deref()
-            .or(request.spec.external_id.as_deref())
-            .and_then(|s| s.parse::<i64>().ok())
-        else {
-            return Ok(Cleanup::Done(Vec::new()));
+        deletion::delete(self, request).await
+    }
+}
+
+/// Deleting a Workspace (pure): the application bosun knows goes; Devopness removes its
+/// deployments with it. Nothing to read first: a delete of one already gone is a 404.
+pub fn plan_app_deletion(request: &WorkspaceRequest<'_>) -> Deletion<i64> {
+    let mut plan = Plan::default();
+    let known = request.known_id().and_then(|s| s.parse::<i64>().ok());
+    if let Some(id) = known {
+        let target = Target {
+            kind: "application",
+            name: request.external_name.clone(),
+            id: ObjectId::Known(id.to_string()),
         };
-        let note = match self.delete_application(id).await? {
+        let summary = format!("delete Devopness application {id}");
+        plan.push(Step::plain(StepAction::Delete, target, summary, id));
+    }
+    Deletion {
+        plan,
+        left: Vec::new(),
+    }
+}
+
+#[async_trait]
+impl<'r> DeletionSeam<WorkspaceRequest<'r>> for Devopness {
+    type Remains = ();
+    type Op = i64;
+    type Answer = Deleted;
+
+    async fn observe_remains(&self, _: &WorkspaceRequest<'r>) -> Result<(), ReconcileError> {
+        Ok(())
+    }
+
+    fn plan_deletion(
+        &self,
+        request: &WorkspaceRequest<'r>,
+        _: &(),
+    ) -> Result<Deletion<i64>, ReconcileError> {
+        Ok(plan_app_deletion(request))
+    }
+
+    async fn execute_deletion(&self, step: &Step<i64>) -> Result<Deleted, ReconcileError> {
+        Ok(self.delete_application(step.op).await?)
+    }
+
+    fn removed(&self, step: &Step<i64>, answer: &Deleted) -> Note {
+        let id = step.op;
+        let message = match answer {
             Deleted::Done { action_id } => format!(
                 "deleted Devopness application {id} (action {})",
                 action_id.map(|a| a.to_string()).unwrap_or_default()
             ),
             Deleted::AlreadyGone => format!("Devopness application {id} is gone"),
         };
-        Ok(Cleanup::Done(vec![Note::normal(
-            Reason::Deleted,
-            "Delete",
-            note,
-        )]))
+        Note::normal(Reason::Deleted, "Delete", message)
     }
 }
 
@@ -1109,6 +1126,34 @@ mod tests {
             at: "2026-12-05T12:00:00Z".parse().unwrap(),
         };
         plan_workspace(&request, &observed)
+    }
+
+    #[test]
+    fn deletion_plan_table() {
+        use StepAction::Delete;
+        let spec = ws_spec(serde_json::json!({}));
+        let adopted = ws_spec(serde_json::json!({"externalId": "9"}));
+        let created = synced("main", 1);
+        let none = WorkspaceStatus::default();
+        let rows: Vec<(&str, &WorkspaceSpec, &WorkspaceStatus, Vec<table::Row<'_>>)> = vec![
+            ("never created", &spec, &none, vec![]),
+            (
+                "the application bosun created",
+                &spec,
+                &created,
+                vec![(Delete, "application", "7", false, vec![])],
+            ),
+            (
+                "an adopted application",
+                &adopted,
+                &none,
+                vec![(Delete, "application", "9", false, vec![])],
+            ),
+        ];
+        for (case, spec, previous, want) in rows {
+            let request = WorkspaceRequest::for_test(spec, previous);
+            table::assert_steps(&plan_app_deletion(&request).plan, &want, case);
+        }
     }
 
     #[test]

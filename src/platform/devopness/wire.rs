@@ -62,7 +62,7 @@ pub struct LastDeployments {
     pub live: Option<ActionRef>,
 }
 
-impl crate::core::drivers::Identified for Application {
+impl crate::core::locate::Identified for Application {
     fn platform_id(&self) -> i64 {
         self.id
     }

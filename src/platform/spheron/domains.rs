@@ -21,6 +21,7 @@ use super::client::{
 };
 use crate::api::{DnsRecord, DomainBindingStatus, DomainVerification};
 use crate::core::conditions::{Readiness, SyncState};
+use crate::core::deletion::{self, Deletion, DeletionSeam};
 use crate::core::drivers::{awaiting_dns, dns_records_text, DomainDriver, DomainRequest};
 use crate::core::error::ReconcileError;
 use crate::core::plan::{
@@ -632,24 +633,67 @@ impl DomainDriver for SpheronClient {
     }
 
     async fn delete(&self, request: &DomainRequest<'_>) -> Result<Cleanup, ReconcileError> {
-        let Some(at) = request
-            .previous
-            .external_id
-            .as_deref()
-            .and_then(DomainRef::parse)
-        else {
-            return Ok(Cleanup::Done(Vec::new()));
+        deletion::delete(self, request).await
+    }
+}
+
+/// Deleting a DomainBinding (pure): the domain goes from the site or instance status last saw
+/// it on. Nothing to read first: a 404 (the domain, its project or instance gone) counts as
+/// removed.
+pub fn plan_domain_deletion(request: &DomainRequest<'_>) -> Deletion<DomainRef> {
+    let Some(at) = request
+        .previous
+        .external_id
+        .as_deref()
+        .and_then(DomainRef::parse)
+    else {
+        return Deletion::default();
+    };
+    let mut plan = Plan::default();
+    let target = plan::Target {
+        kind: "domain",
+        name: request.domain.to_string(),
+        id: ObjectId::Known(at.domain_id.clone()),
+    };
+    let summary = format!("remove domain {} from {}", request.domain, at.owner);
+    plan.push(Step::plain(StepAction::Delete, target, summary, at));
+    Deletion {
+        plan,
+        left: Vec::new(),
+    }
+}
+
+#[async_trait]
+impl<'r> DeletionSeam<DomainRequest<'r>> for SpheronClient {
+    type Remains = ();
+    type Op = DomainRef;
+    type Answer = Deleted;
+
+    async fn observe_remains(&self, _: &DomainRequest<'r>) -> Result<(), ReconcileError> {
+        Ok(())
+    }
+
+    fn plan_deletion(
+        &self,
+        request: &DomainRequest<'r>,
+        _: &(),
+    ) -> Result<Deletion<DomainRef>, ReconcileError> {
+        Ok(plan_domain_deletion(request))
+    }
+
+    async fn execute_deletion(&self, step: &Step<DomainRef>) -> Result<Deleted, ReconcileError> {
+        Ok(self
+            .remove_domain(&step.op.owner, &step.op.domain_id)
+            .await?)
+    }
+
+    fn removed(&self, step: &Step<DomainRef>, answer: &Deleted) -> Note {
+        let (domain, owner) = (&step.target.name, &step.op.owner);
+        let message = match answer {
+            Deleted::Done => format!("removed domain {domain} from {owner}"),
+            Deleted::AlreadyGone => format!("domain {domain} is gone from {owner}"),
         };
-        // A 404 (the domain, or its project or instance, is gone) counts as removed.
-        let note = match self.remove_domain(&at.owner, &at.domain_id).await? {
-            Deleted::Done => format!("removed domain {} from {}", request.domain, at.owner),
-            Deleted::AlreadyGone => format!("domain {} is gone from {}", request.domain, at.owner),
-        };
-        Ok(Cleanup::Done(vec![Note::normal(
-            Reason::Deleted,
-            "Delete",
-            note,
-        )]))
+        Note::normal(Reason::Deleted, "Delete", message)
     }
 }
 
@@ -696,6 +740,38 @@ mod tests {
     }
 
     #[test]
+    fn deletion_plan_table() {
+        use StepAction::Delete;
+        let at = |id: Option<&str>| DomainBindingStatus {
+            external_id: id.map(str::to_string),
+            owned_paths: vec!["/".into()],
+            ..Default::default()
+        };
+        let (site, instance, none) = (
+            at(Some("projects/p2/domains/d1")),
+            at(Some("compute-instances/i1/domains/d2")),
+            at(None),
+        );
+        let rows: Vec<(&str, &DomainBindingStatus, Vec<table::Row<'_>>)> = vec![
+            ("never added", &none, vec![]),
+            (
+                "on a site",
+                &site,
+                vec![(Delete, "domain", "d1", false, vec![])],
+            ),
+            (
+                "on an instance",
+                &instance,
+                vec![(Delete, "domain", "d2", false, vec![])],
+            ),
+        ];
+        for (case, previous, want) in rows {
+            let request = DomainRequest::for_test("docs.example.com", &[("/", &["p2"])], previous);
+            table::assert_steps(&plan_domain_deletion(&request).plan, &want, case);
+        }
+    }
+
+    #[test]
     fn plan_table() {
         use StepAction::{Create, Delete, Start};
         let previous = DomainBindingStatus {
@@ -737,16 +813,7 @@ mod tests {
             ),
         ];
         for (case, observed, steps, reason) in rows {
-            let request = DomainRequest {
-                key: "team/docs".into(),
-                domain: "docs.example.com",
-                routes: routes(&[("/", &["p2"])]),
-                tls: true,
-                previous: &previous,
-                generation: 1,
-                observed_generation: Some(1),
-                mode: Mode::SEND,
-            };
+            let request = DomainRequest::for_test("docs.example.com", &[("/", &["p2"])], &previous);
             let planned = plan_domain(&request, &observed);
             table::assert_steps(&planned.plan, &steps, case);
             assert_eq!(planned.report.readiness.reason, reason, "{case}");
@@ -756,16 +823,7 @@ mod tests {
     #[test]
     fn a_refused_verification_stalls_naming_the_records_to_fix() {
         let previous = DomainBindingStatus::default();
-        let request = DomainRequest {
-            key: "team/docs".into(),
-            domain: "docs.example.com",
-            routes: routes(&[("/", &["p2"])]),
-            tls: true,
-            previous: &previous,
-            generation: 1,
-            observed_generation: Some(1),
-            mode: Mode::SEND,
-        };
+        let request = DomainRequest::for_test("docs.example.com", &[("/", &["p2"])], &previous);
         let observed = observed(None, Some(domain("docs.example.com", "subdomain")));
         let mut report = plan_domain(&request, &observed).report;
         refused(&mut report, "docs.example.com", "no CNAME found");

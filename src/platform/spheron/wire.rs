@@ -435,7 +435,7 @@ fn maintained() -> ProjectState {
 /// and repository URL (the first deployment of a repository creates its project), so the
 /// repository is the project's name for bosun. The mapping's listing normalizes `url` with
 /// [`crate::platform::spheron::mapping::repo_key`].
-impl crate::core::drivers::Identified<String> for Project {
+impl crate::core::locate::Identified<String> for Project {
     fn platform_id(&self) -> String {
         self.id.clone()
     }
@@ -895,7 +895,7 @@ pub struct ComputeInstance {
 
 /// A compute instance is found by id or by name (its compute project's name, which bosun sets
 /// to the Workspace's external name).
-impl crate::core::drivers::Identified<String> for ComputeInstance {
+impl crate::core::locate::Identified<String> for ComputeInstance {
     fn platform_id(&self) -> String {
         self.id.clone()
     }

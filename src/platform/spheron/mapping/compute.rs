@@ -428,53 +428,51 @@ pub fn decide_compute(
     status.selector = Some(selector(&request.key));
     let done = |plan, report, adopt, confirm| Ok(Decided::new(plan, report, adopt, confirm));
 
-    let adopt_by_name = spec.adopt_by_name || observe_only;
-    let located = locate(
-        &o.instances,
-        known_id(request),
-        &request.external_name,
-        request.create_pending,
-        adopt_by_name,
-    );
-    // Before creating, or concluding that a known instance is gone, look again in a fresh
-    // listing: a shared one may predate a create.
-    if act && matches!(located, Located::Absent | Located::Gone(_)) && !o.fresh {
-        return Err(plan::Halt::Need(ComputeRead::FreshListing));
+    let known = known_id(request);
+    // An instance bosun knew that is not among the open instances may be a site project: a
+    // kind a Workspace cannot change to, said before anything is concluded from its absence.
+    if let Some(id) = known.as_ref() {
+        if o.fresh
+            && !o.instances.iter().any(|i| &i.id == id)
+            && *need(o.other_kind.get(id), ComputeRead::OtherKind(id.clone()))?
+        {
+            return Err(unsupported(format!(
+                "spec.spheron.compute: this Workspace manages site project {id}, and a site cannot become a compute instance; create a new Workspace for the instance"
+            )).into());
+        }
     }
-    let instance = match located {
-        Located::Found(i) => i,
-        Located::NameTaken(i) => {
-            return Err(ReconcileError::user(
-                Reason::NameTaken,
-                format!(
-                    "organization {organization} already has a compute instance named {:?} ({}) that bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it, or spec.externalName to use another name",
-                    i.name, i.id, i.id
-                ),
-            ).into());
+    let (within, by) = (
+        format!("organization {organization}"),
+        format!("named {:?}", request.external_name),
+    );
+    let words = Words {
+        kind: "Spheron compute instance",
+        within: &within,
+        by: &by,
+        renamable: true,
+        extra: "close",
+    };
+    let placed = place(
+        &o.instances,
+        request,
+        known,
+        &request.external_name,
+        o.fresh,
+        ComputeRead::FreshListing,
+        &words,
+    )?;
+    let instance = match placed {
+        Placement::Found { object, adopted } => {
+            if let Some(adoption) = adopted {
+                adopt = adoption.record(&mut status.external_id, &mut notes);
+            }
+            object
         }
-        Located::Ambiguous(n) => {
-            return Err(ReconcileError::user(
-                Reason::CreateOutcomeUnknown,
-                format!(
-                    "organization {organization} has {n} open compute instances named {:?}: close the extra ones, or set spec.externalId to the one to keep",
-                    request.external_name
-                ),
-            ).into());
+        Placement::Missing(msg) => {
+            return done(plan, not_found(status, notes, true, msg), adopt, None);
         }
-        gone_or_absent => {
-            if let Located::Gone(id) = &gone_or_absent {
-                if *need(o.other_kind.get(id), ComputeRead::OtherKind(id.clone()))? {
-                    return Err(unsupported(format!(
-                        "spec.spheron.compute: this Workspace manages site project {id}, and a site cannot become a compute instance; create a new Workspace for the instance"
-                    )).into());
-                }
-                if spec.external_id.is_some() || !act {
-                    return Err(ReconcileError::user(
-                        Reason::ExternalObjectNotFound,
-                        format!("organization {organization} has no open compute instance {id}"),
-                    )
-                    .into());
-                }
+        Placement::Create { gone } => {
+            if let Some(id) = gone {
                 notes.push(Note::warning(
                     Reason::DriftCorrected,
                     "Create",
@@ -482,13 +480,6 @@ pub fn decide_compute(
                 ));
                 status.operation = None;
                 status.replicas = None;
-            }
-            if observe_only {
-                let msg = format!(
-                    "organization {organization} has no compute instance named {:?}",
-                    request.external_name
-                );
-                return done(plan, not_found(status, notes, true, msg), adopt, None);
             }
             let report = plan_create_instance(request, o, &desired, &mut plan, status, notes)?;
             // Paused: the create waits, and the plan shows it.
@@ -501,18 +492,6 @@ pub fn decide_compute(
         }
     };
 
-    if status.external_id.as_deref() != Some(instance.id.as_str()) {
-        adopt = Some(instance.id.clone());
-        notes.push(Note::normal(
-            Reason::Adopted,
-            "Adopt",
-            format!(
-                "manages Spheron compute instance {} ({})",
-                instance.id, instance.name
-            ),
-        ));
-        status.external_id = Some(instance.id.clone());
-    }
     if desired.region != DEFAULT_REGION
         && instance
             .region
@@ -1053,46 +1032,5 @@ impl SpheronClient {
             compute,
         };
         self.reconcile_on(&seam, request, guard).await
-    }
-
-    pub(super) async fn delete_compute(
-        &self,
-        request: &WorkspaceRequest<'_>,
-    ) -> Result<Cleanup, ReconcileError> {
-        let mut ids: Vec<String> = known_id(request).into_iter().collect();
-        if ids.is_empty() && request.create_pending {
-            let org = self
-                .organization_for(
-                    request
-                        .spec
-                        .spheron
-                        .as_ref()
-                        .and_then(|s| s.organization_id.as_deref()),
-                )
-                .await?;
-            self.forget_instances(&org).await;
-            ids.extend(
-                self.instances_of(&org)
-                    .await?
-                    .iter()
-                    .filter(|i| i.name == request.external_name && i.state != InstanceState::Closed)
-                    .map(|i| i.id.clone()),
-            );
-        }
-        let mut notes = Vec::new();
-        for id in ids {
-            // Closing stops the lease (and its cost); the closed instance stays listed.
-            let note = match self.close_compute_instance(&id).await? {
-                crate::platform::spheron::client::Deleted::Done => {
-                    format!("closed Spheron compute instance {id}")
-                }
-                crate::platform::spheron::client::Deleted::AlreadyGone => {
-                    format!("Spheron compute instance {id} is gone")
-                }
-            };
-            self.shared.unconfirm(&id);
-            notes.push(Note::normal(Reason::Deleted, "Delete", note));
-        }
-        Ok(Cleanup::Done(notes))
     }
 }

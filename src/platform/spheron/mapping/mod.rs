@@ -39,6 +39,7 @@
 //! call of its own until the listing shows something new.
 
 mod compute;
+mod deletion;
 mod scale;
 mod site;
 #[cfg(test)]
@@ -59,10 +60,10 @@ use crate::api::{
 };
 use crate::core::conditions::{Readiness, SyncState};
 use crate::core::drivers::{
-    locate, CreateGuard, Located, ScaleRequest, ServiceScaleDriver, WorkspaceDriver,
-    WorkspaceRequest,
+    CreateGuard, ScaleRequest, ServiceScaleDriver, WorkspaceDriver, WorkspaceRequest,
 };
 use crate::core::error::ReconcileError;
+use crate::core::locate::{place, Placement, Words};
 use crate::core::plan::{
     self, need, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
 };
@@ -307,12 +308,7 @@ pub fn is_drift(
 }
 
 fn known_id(request: &WorkspaceRequest<'_>) -> Option<String> {
-    request
-        .previous
-        .external_id
-        .clone()
-        .or_else(|| request.spec.external_id.clone())
-        .filter(|s| !s.trim().is_empty())
+    request.known_id().map(str::to_string)
 }
 
 /// Spheron has no pipeline stages or stopped state for either kind of Workspace.
@@ -482,15 +478,6 @@ impl WorkspaceDriver for SpheronClient {
     }
 
     async fn delete(&self, request: &WorkspaceRequest<'_>) -> Result<Cleanup, ReconcileError> {
-        let compute = request
-            .spec
-            .spheron
-            .as_ref()
-            .is_some_and(|s| s.compute.is_some());
-        if compute {
-            self.delete_compute(request).await
-        } else {
-            self.delete_site(request).await
-        }
+        crate::core::deletion::delete(self, request).await
     }
 }

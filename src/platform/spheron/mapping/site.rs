@@ -508,66 +508,57 @@ pub fn decide_site(
     let done = |plan, report, adopt, confirm| Ok(Decided::new(plan, report, adopt, confirm));
 
     let wanted = repo_key(&spec.source.repository);
-    let adopt_by_name = spec.adopt_by_name || observe_only;
-    let located = locate(
-        &o.projects,
-        known_id(request),
-        &wanted,
-        request.create_pending,
-        adopt_by_name,
-    );
-    // About to create, or to conclude a known project is gone: look again in a fresh
-    // listing, never a shared one.
-    if act && matches!(located, Located::Absent | Located::Gone(_)) && !o.fresh {
-        return Err(plan::Halt::Need(SiteRead::FreshListing));
+    let known = known_id(request);
+    // A project bosun knew that is not among the sites may be a compute instance: a kind a
+    // Workspace cannot change to, said before anything is concluded from its absence.
+    if let Some(id) = known.as_ref() {
+        if o.fresh
+            && !o.projects.iter().any(|p| &p.id == id)
+            && *need(o.other_kind.get(id), SiteRead::OtherKind(id.clone()))?
+        {
+            return Err(unsupported(format!(
+                "spec.spheron.compute: this Workspace manages compute instance {id}, and a compute instance cannot become a site; create a new Workspace for the site"
+            )).into());
+        }
     }
-    let project = match located {
-        Located::Found(p) => p,
-        Located::NameTaken(p) => {
-            return Err(ReconcileError::user(
-                Reason::NameTaken,
-                format!(
-                    "organization {organization} already has Spheron project {} ({}) for repository {}, which bosun did not create: set spec.adoptByName: true or spec.externalId: \"{}\" to manage it",
-                    p.id, p.name, spec.source.repository, p.id
-                ),
-            ).into());
+    let (within, by) = (
+        format!("organization {organization}"),
+        format!("for repository {}", spec.source.repository),
+    );
+    let words = Words {
+        kind: "Spheron project",
+        within: &within,
+        by: &by,
+        renamable: false,
+        extra: "archive",
+    };
+    let placed = place(
+        &o.projects,
+        request,
+        known,
+        &wanted,
+        o.fresh,
+        SiteRead::FreshListing,
+        &words,
+    )?;
+    let project = match placed {
+        Placement::Found { object, adopted } => {
+            if let Some(adoption) = adopted {
+                adopt = adoption.record(&mut status.external_id, &mut notes);
+            }
+            object
         }
-        Located::Ambiguous(n) => {
-            return Err(ReconcileError::user(
-                Reason::CreateOutcomeUnknown,
-                format!(
-                    "organization {organization} has {n} Spheron projects for repository {}: set spec.externalId to the one to manage",
-                    spec.source.repository
-                ),
-            ).into());
+        Placement::Missing(msg) => {
+            return done(plan, not_found(status, notes, true, msg), adopt, None);
         }
-        gone_or_absent => {
-            if let Located::Gone(id) = &gone_or_absent {
-                if *need(o.other_kind.get(id), SiteRead::OtherKind(id.clone()))? {
-                    return Err(unsupported(format!(
-                        "spec.spheron.compute: this Workspace manages compute instance {id}, and a compute instance cannot become a site; create a new Workspace for the site"
-                    )).into());
-                }
-                if spec.external_id.is_some() || !act {
-                    return Err(ReconcileError::user(
-                        Reason::ExternalObjectNotFound,
-                        format!("organization {organization} has no Spheron project {id}"),
-                    )
-                    .into());
-                }
+        Placement::Create { gone } => {
+            if let Some(id) = gone {
                 notes.push(Note::warning(
                     Reason::DriftCorrected,
                     "Create",
                     format!("Spheron project {id} is gone at the platform; deploying again"),
                 ));
                 status.operation = None;
-            }
-            if observe_only {
-                let msg = format!(
-                    "organization {organization} has no Spheron project for repository {}",
-                    spec.source.repository
-                );
-                return done(plan, not_found(status, notes, true, msg), adopt, None);
             }
             let report = plan_create_site(request, o, &mut plan, status, notes)?;
             // Paused: the create waits, and the plan shows it.
@@ -591,15 +582,6 @@ pub fn decide_site(
         &project.name,
     );
 
-    if status.external_id.as_deref() != Some(project.id.as_str()) {
-        adopt = Some(project.id.clone());
-        notes.push(Note::normal(
-            Reason::Adopted,
-            "Adopt",
-            format!("manages Spheron project {} ({})", project.id, project.name),
-        ));
-        status.external_id = Some(project.id.clone());
-    }
     if project.state == ProjectState::Archived {
         plan.push(Step {
             action: StepAction::Update,
@@ -1188,72 +1170,12 @@ impl SpheronClient {
     }
 
     /// Cancels a deployment; one that already ended (400) or is gone (404) needs nothing.
-    async fn cancel_quietly(&self, id: &str) -> Result<(), ReconcileError> {
+    pub(super) async fn cancel_quietly(&self, id: &str) -> Result<(), ReconcileError> {
         match self.cancel_deployment(id).await {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.kind, ErrorKind::Invalid | ErrorKind::NotFound) => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-
-    pub(super) async fn delete_site(
-        &self,
-        request: &WorkspaceRequest<'_>,
-    ) -> Result<Cleanup, ReconcileError> {
-        let mut ids: Vec<String> = known_id(request).into_iter().collect();
-        if ids.is_empty() && request.create_pending {
-            // An interrupted create left no id: find its project by repository.
-            let org = self
-                .organization_for(
-                    request
-                        .spec
-                        .spheron
-                        .as_ref()
-                        .and_then(|s| s.organization_id.as_deref()),
-                )
-                .await?;
-            self.forget_projects(&org).await;
-            let wanted = repo_key(&request.spec.source.repository);
-            ids.extend(
-                self.projects_of(&org)
-                    .await?
-                    .iter()
-                    .filter(|p| p.url.as_deref() == Some(wanted.as_str()))
-                    .map(|p| p.id.clone()),
-            );
-        }
-        let mut notes = Vec::new();
-        for id in ids {
-            // Deployments still in flight would go on building for a removed project.
-            let recent = match self
-                .list_project_deployments_page(&id, 0, RECENT_DEPLOYMENTS, None)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) if e.kind == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for d in recent.iter().filter(|d| !d.status.is_terminal()) {
-                self.cancel_quietly(&d.id).await?;
-                notes.push(Note::normal(
-                    Reason::DeployCanceled,
-                    "Delete",
-                    format!("canceled deployment {} ({})", d.id, d.status),
-                ));
-            }
-            // Spheron cannot delete a project: archiving is how one is removed.
-            let note = match self.archive_project(&id).await? {
-                crate::platform::spheron::client::Deleted::Done => {
-                    format!("archived Spheron project {id}")
-                }
-                crate::platform::spheron::client::Deleted::AlreadyGone => {
-                    format!("Spheron project {id} is gone")
-                }
-            };
-            self.shared.unconfirm(&id);
-            notes.push(Note::normal(Reason::Deleted, "Delete", note));
-        }
-        Ok(Cleanup::Done(notes))
     }
 }
 

@@ -2,6 +2,7 @@ use super::compute::*;
 use super::site::*;
 use super::*;
 use crate::api::{EnvVar, EnvVarSource, PipelineSpec, SecretKeyRef, SpheronWorkspace};
+use crate::core::locate::{locate, Located};
 use serde_json::json;
 
 fn spec(source: serde_json::Value, spheron: serde_json::Value) -> WorkspaceSpec {
@@ -998,8 +999,8 @@ fn a_compute_plan_creates_then_follows_the_first_deployment() {
     let (reads, d) = plan_compute(&s, &WorkspaceStatus::default(), 1, None, &world);
     assert_eq!(
         reads,
-        vec![ComputeRead::FreshListing],
-        "a create looks afresh first"
+        vec![],
+        "without the create-pending marker bosun never sent a create: the shared listing will do"
     );
     let p = d.expect("plan").planned;
     assert_steps(
@@ -1186,7 +1187,11 @@ fn a_site_plan_creates_its_project_with_the_first_deployment() {
     use crate::core::plan::StepAction::{Await, Create};
     let s = site_spec(main_repo());
     let (reads, d) = plan_site_of(&s, &WorkspaceStatus::default(), vec![], &[], None);
-    assert_eq!(reads, vec![SiteRead::FreshListing]);
+    assert_eq!(
+        reads,
+        vec![],
+        "no create was ever sent: the shared listing will do"
+    );
     let p = d.expect("plan").planned;
     assert_steps(
         &p.plan,
