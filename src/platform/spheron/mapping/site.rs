@@ -187,17 +187,26 @@ pub fn site_differences(
     deployment: &Deployment,
     desired: &SiteDesired,
     project_variables: &[String],
-) -> Vec<String> {
-    let mut fields = Vec::new();
+    secret_backed: &[String],
+) -> Vec<Change> {
+    let mut changes = Vec::new();
     if deployment.branch.as_deref() != Some(desired.branch.as_str()) {
-        fields.push("spec.source".to_string());
+        changes.push(Change::new(
+            "spec.source",
+            deployment.branch.as_ref().map(|b| format!("branch:{b}")),
+            Some(desired.git_ref.clone()),
+        ));
     }
-    if deployment
+    if let Some(p) = deployment
         .protocol
         .as_deref()
-        .is_some_and(|p| p != desired.protocol)
+        .filter(|p| *p != desired.protocol)
     {
-        fields.push("spec.spheron.site.protocol".to_string());
+        changes.push(Change::new(
+            "spec.spheron.site.protocol",
+            Some(p.to_string()),
+            Some(desired.protocol.clone()),
+        ));
     }
     if let Some(c) = &deployment.configuration {
         let d = &desired.configuration;
@@ -215,21 +224,33 @@ pub fn site_differences(
             ),
         ] {
             if ran != wanted {
-                fields.push(field.to_string());
+                let (ran, wanted) = (plan::shown(ran, false), plan::shown(wanted, false));
+                changes.push(Change::new(field, Some(ran), Some(wanted)));
             }
         }
     }
+    let shown_env =
+        |key: &str, value: &String| plan::shown(value, secret_backed.iter().any(|k| k == key));
     for (key, value) in &desired.env {
-        if deployment.env.get(key) != Some(value) {
-            fields.push(format!("spec.env[{key}]"));
+        let ran = deployment.env.get(key);
+        if ran != Some(value) {
+            changes.push(Change::new(
+                &format!("spec.env[{key}]"),
+                ran.map(|v| shown_env(key, v)),
+                Some(shown_env(key, value)),
+            ));
         }
     }
-    for key in deployment.env.keys() {
+    for (key, value) in &deployment.env {
         if !desired.env.contains_key(key) && !project_variables.contains(key) {
-            fields.push(format!("spec.env[{key}]"));
+            changes.push(Change::new(
+                &format!("spec.env[{key}]"),
+                Some(shown_env(key, value)),
+                None,
+            ));
         }
     }
-    fields
+    changes
 }
 
 /// What a site Workspace needs next, once the deployment bosun follows has been looked at.
@@ -441,9 +462,7 @@ impl SiteObserved {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SiteOp {
     /// Set an archived project back to MAINTAINED.
-    Unarchive {
-        notes: Vec<Note>,
-    },
+    Unarchive,
     /// Cancel a deployment of an older spec.
     Cancel {
         notes: Vec<Note>,
@@ -591,20 +610,13 @@ pub fn decide_site(
                 Some(ProjectState::Archived.to_string()),
                 Some(ProjectState::Maintained.to_string()),
             )],
-            drift: false,
+            // Archived at the platform, never by a spec: always drift, and its Event comes
+            // from the funnel like every other drift correction.
+            drift: true,
             summary: "set the project back to MAINTAINED".into(),
             deadline: None,
             record: None,
-            op: SiteOp::Unarchive {
-                notes: vec![Note::warning(
-                    Reason::DriftCorrected,
-                    "Correct",
-                    format!(
-                        "Spheron project {} was archived at the platform: set back to MAINTAINED",
-                        project.id
-                    ),
-                )],
-            },
+            op: SiteOp::Unarchive,
         });
         if !act {
             let msg = format!("Spheron project {} is archived", project.id);
@@ -662,6 +674,7 @@ pub fn decide_site(
     // nothing changed since bosun last found so.
     let op = status.operation.clone();
     let mut matches = false;
+    let mut differences = Vec::new();
     let mut confirm = None;
     if let Some(op) = op
         .as_ref()
@@ -680,7 +693,14 @@ pub fn decide_site(
                 .iter()
                 .map(|v| v.name.clone())
                 .collect();
-            matches = site_differences(dep, &desired, &variables).is_empty();
+            let secret_backed: Vec<String> = spec
+                .env
+                .iter()
+                .filter(|e| e.value_from.is_some())
+                .map(|e| e.name.clone())
+                .collect();
+            differences = site_differences(dep, &desired, &variables, &secret_backed);
+            matches = differences.is_empty();
             if let Some(url) = dep.site_preview.clone().filter(|u| !u.is_empty()) {
                 status.url = Some(url);
             }
@@ -832,7 +852,7 @@ pub fn decide_site(
                         },
                     });
                 }
-                push_start(&mut plan, request, o, &desired, target.clone())
+                push_start(&mut plan, request, o, &desired, target.clone(), differences)
             };
             plan.push(await_deployment(
                 ObjectId::FromStep(started),
@@ -867,6 +887,7 @@ fn push_start(
     o: &SiteObserved,
     desired: &SiteDesired,
     target: Target,
+    differences: Vec<Change>,
 ) -> plan::StepRef {
     let operation = new_operation(
         DEPLOY,
@@ -879,11 +900,17 @@ fn push_start(
         } else {
             StepAction::Start
         },
-        changes: vec![Change::new(
-            "status.sourceRef",
-            request.previous.source_ref.clone(),
-            Some(desired.git_ref.clone()),
-        )],
+        // What the deployment changes against the last one: its fields old -> new, or else
+        // (a first deployment, or one asked for again) the ref it deploys.
+        changes: if differences.is_empty() {
+            vec![Change::new(
+                "status.sourceRef",
+                request.previous.source_ref.clone(),
+                Some(desired.git_ref.clone()),
+            )]
+        } else {
+            differences
+        },
         drift: false,
         summary: format!(
             "deploy {} of {} to Spheron ({})",
@@ -910,7 +937,7 @@ fn plan_create_site(
 ) -> Result<Report<WorkspaceStatus>, ReconcileError> {
     let desired = SiteDesired::new(request.spec, &request.env, &o.organization, None)?;
     let target = spheron_target("project", ObjectId::New, &desired.repo_name);
-    let start = push_start(plan, request, o, &desired, target);
+    let start = push_start(plan, request, o, &desired, target, Vec::new());
     plan.push(await_deployment(
         ObjectId::FromStep(start),
         format!(
@@ -1040,7 +1067,7 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for SiteSeam<'_> {
             _ => None,
         };
         let started = match &step.op {
-            SiteOp::Unarchive { .. } => {
+            SiteOp::Unarchive => {
                 if let Some(project) = project {
                     client
                         .set_project_state(project, &ProjectState::Maintained)
@@ -1092,7 +1119,8 @@ impl<'r> PlanSeam<WorkspaceRequest<'r>, WorkspaceStatus> for SiteSeam<'_> {
         answer: &SiteAnswer,
     ) -> Flow {
         let started = match (&step.op, answer) {
-            (SiteOp::Unarchive { notes } | SiteOp::Cancel { notes }, _) => {
+            (SiteOp::Unarchive, _) => return Flow::Continue,
+            (SiteOp::Cancel { notes }, _) => {
                 report.notes.extend(notes.iter().cloned());
                 return Flow::Continue;
             }

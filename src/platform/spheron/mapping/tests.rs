@@ -208,7 +208,13 @@ fn a_finished_deployment_is_compared_field_by_field() {
     let s = site_spec(main_repo());
     let desired = SiteDesired::new(&s, &env(&[("MODE", "prod")]), "o", None).expect("desired");
     let same = deployment(json!({"env": {"MODE": "prod"}}));
-    assert_eq!(site_differences(&same, &desired, &[]), Vec::<String>::new());
+    let fields = |d: &Deployment, variables: &[String]| -> Vec<String> {
+        site_differences(d, &desired, variables, &[])
+            .into_iter()
+            .map(|c| c.field)
+            .collect()
+    };
+    assert_eq!(fields(&same, &[]), Vec::<String>::new());
     let cases = [
         (
             json!({"branch": "dev", "env": {"MODE": "prod"}}),
@@ -233,17 +239,25 @@ fn a_finished_deployment_is_compared_field_by_field() {
             vec!["spec.env[OLD]"],
         ),
     ];
-    for (patch, fields) in cases {
+    for (patch, want) in cases {
         let d = deployment(patch.clone());
-        assert_eq!(site_differences(&d, &desired, &[]), fields, "{patch}");
+        assert_eq!(fields(&d, &[]), want, "{patch}");
     }
+    // Old -> new, and a Secret-backed value never shown.
+    let debug = deployment(json!({"env": {"MODE": "debug"}}));
+    let changes = site_differences(&debug, &desired, &[], &[]);
+    assert_eq!(changes[0].from.as_deref(), Some("\"debug\""));
+    assert_eq!(changes[0].to.as_deref(), Some("\"prod\""));
+    let hidden = site_differences(&debug, &desired, &[], &["MODE".to_string()]);
+    assert_eq!(hidden[0].from.as_deref(), Some("(a Secret value)"));
+    assert_eq!(hidden[0].to.as_deref(), Some("(a Secret value)"));
     // A variable of the project's own (set at Spheron) is not one the spec removed.
     let with_project_var = deployment(json!({"env": {"MODE": "prod", "CDN": "on"}}));
-    assert!(site_differences(&with_project_var, &desired, &["CDN".to_string()]).is_empty());
+    assert!(fields(&with_project_var, &["CDN".to_string()]).is_empty());
     // Settings a deployment does not report are not claimed to differ.
     let bare =
         deployment(json!({"configuration": null, "protocol": null, "env": {"MODE": "prod"}}));
-    assert!(site_differences(&bare, &desired, &[]).is_empty());
+    assert!(fields(&bare, &[]).is_empty());
 }
 
 #[test]
@@ -1268,8 +1282,8 @@ fn a_site_plan_follows_serves_and_redeploys_for_a_new_branch() {
     assert_steps(
         &p.plan,
         &[
-            (Update, "project", "p1", false, vec!["project state"]),
-            (Start, "project", "p1", false, vec!["status.sourceRef"]),
+            (Update, "project", "p1", true, vec!["project state"]),
+            (Start, "project", "p1", false, vec!["spec.source"]),
             (Await, "deployment", "<step 2>", false, vec![]),
         ],
         "new branch",
