@@ -118,6 +118,18 @@ pub struct WorkspaceSpec {
     pub puppet_code_manager: Option<Box<CodeManagerWorkspace>>,
 }
 
+impl WorkspaceSpec {
+    /// The names of the variables whose value comes from a Secret: never shown in a plan or
+    /// an Event.
+    pub fn secret_backed_env(&self) -> Vec<String> {
+        self.env
+            .iter()
+            .filter(|e| e.value_from.is_some())
+            .map(|e| e.name.clone())
+            .collect()
+    }
+}
+
 fn default_replicas() -> i32 {
     1
 }

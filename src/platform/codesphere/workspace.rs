@@ -759,13 +759,7 @@ fn plan_variables(
     if set.is_empty() && delete.is_empty() {
         return false;
     }
-    let secret_backed: Vec<&str> = request
-        .spec
-        .env
-        .iter()
-        .filter(|e| e.value_from.is_some())
-        .map(|e| e.name.as_str())
-        .collect();
+    let secret_backed = request.spec.secret_backed_env();
     let names: Vec<&str> = set
         .iter()
         .map(|e| e.name.as_str())
@@ -795,8 +789,8 @@ fn plan_variables(
                 let from = observed
                     .iter()
                     .find(|o| o.name == e.name)
-                    .map(|o| plan::shown(&o.value, secret_backed.contains(&o.name.as_str())));
-                let to = plan::shown(&e.value, secret_backed.contains(&e.name.as_str()));
+                    .map(|o| plan::shown(&o.value, secret_backed.contains(&o.name)));
+                let to = plan::shown(&e.value, secret_backed.contains(&e.name));
                 Change::new(&format!("spec.env[{}]", e.name), from, Some(to))
             })
             .collect();

@@ -357,13 +357,7 @@ pub fn plan_workspace(
     };
 
     let desired_ref = request.spec.source.git_ref().to_string();
-    let secret_backed: Vec<String> = request
-        .spec
-        .env
-        .iter()
-        .filter(|e| e.value_from.is_some())
-        .map(|e| e.name.clone())
-        .collect();
+    let secret_backed = request.spec.secret_backed_env();
     let target = match found {
         Some(app) => {
             // A deployment in flight (or possibly sent before a crash) is followed to its

@@ -71,12 +71,7 @@ impl MainService {
             .clone()
             .filter(|r| !r.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_REGION.into());
-        let secret_keys: Vec<String> = spec
-            .env
-            .iter()
-            .filter(|e| e.value_from.is_some())
-            .map(|e| e.name.clone())
-            .collect();
+        let secret_keys = spec.secret_backed_env();
         let replicas = u32::try_from(spec.replicas.max(1)).unwrap_or(1);
         let print = fingerprint(&(&image, &machine, replicas, env, &secret_keys, &region));
         MainService {

@@ -693,12 +693,7 @@ pub fn decide_site(
                 .iter()
                 .map(|v| v.name.clone())
                 .collect();
-            let secret_backed: Vec<String> = spec
-                .env
-                .iter()
-                .filter(|e| e.value_from.is_some())
-                .map(|e| e.name.clone())
-                .collect();
+            let secret_backed = spec.secret_backed_env();
             differences = site_differences(dep, &desired, &variables, &secret_backed);
             matches = differences.is_empty();
             if let Some(url) = dep.site_preview.clone().filter(|u| !u.is_empty()) {
