@@ -2236,4 +2236,33 @@ mod tests {
             .iter()
             .any(|n| n.reason == Reason::DriftCorrected));
     }
+
+    #[test]
+    fn a_workspace_of_the_name_is_adopted_when_asked_or_observed() {
+        let mut c = case(
+            WorkspaceStatus::default(),
+            world(vec![ws(7, "team-shop", 1)]),
+        );
+        c.spec = serde_json::json!({"adoptByName": true});
+        let (_, p) = planned(&c);
+        assert_eq!(
+            p.adopt.as_deref(),
+            Some("7"),
+            "its id is saved before any step"
+        );
+        assert_eq!(p.report.status.external_id.as_deref(), Some("7"));
+        let adopted: Vec<&str> = p
+            .report
+            .notes
+            .iter()
+            .filter(|n| n.reason == Reason::Adopted)
+            .map(|n| n.message.as_str())
+            .collect();
+        assert_eq!(adopted, vec!["manages Codesphere workspace 7 (team-shop)"]);
+        // Observe takes it over by name too (to look at it, never to change it).
+        c.spec = serde_json::json!({});
+        c.hold = Some(Hold::Observe);
+        let (_, p) = planned(&c);
+        assert_eq!(p.adopt.as_deref(), Some("7"));
+    }
 }

@@ -1289,3 +1289,45 @@ fn a_site_plan_follows_serves_and_redeploys_for_a_new_branch() {
         "new branch",
     );
 }
+
+#[test]
+fn an_instance_of_the_name_is_adopted_only_when_asked() {
+    let mut s = compute_spec(
+        json!({"image": "nginx:1.27", "machine": "Ventus Nano 1"}),
+        2,
+    );
+    let world = ComputeWorld {
+        instances: vec![instance("i1", &["d2"], Some("d2"))],
+        deployments: [("d2".to_string(), running("d2", "Deployed", 2))].into(),
+        confirmed: None,
+    };
+    let (_, d) = plan_compute(&s, &WorkspaceStatus::default(), 1, None, &world);
+    let Err(crate::core::plan::Halt::Error(err)) = d else {
+        panic!("a name bosun did not create is refused");
+    };
+    assert_eq!(err.reason(), Reason::NameTaken, "never taken over unasked");
+    s.adopt_by_name = true;
+    let (_, d) = plan_compute(&s, &WorkspaceStatus::default(), 1, None, &world);
+    let p = d.expect("plan").planned;
+    assert_eq!(
+        p.adopt.as_deref(),
+        Some("i1"),
+        "its id is saved before any step"
+    );
+    assert!(
+        p.plan.is_empty(),
+        "it already runs the spec: {:?}",
+        p.plan.view()
+    );
+    let adopted: Vec<&str> = p
+        .report
+        .notes
+        .iter()
+        .filter(|n| n.reason == Reason::Adopted)
+        .map(|n| n.message.as_str())
+        .collect();
+    assert_eq!(
+        adopted,
+        vec!["manages Spheron compute instance i1 (team-api)"]
+    );
+}
