@@ -378,7 +378,9 @@ impl Platforms {
         if let Some(p) = self.built.get(&view.display) {
             return Ok(p.clone());
         }
-        let access = Access::read(objects, &self.connector, view).await?;
+        // The operator's default rules: plain http only to loopback.
+        let policy = crate::core::endpoint::EndpointPolicy::default();
+        let access = Access::read(objects, &self.connector, view, &policy).await?;
         let budget = Arc::new(RateBudget::new(access.per_minute, access.burst));
         let platform = access.connect(&self.connector, view, budget, self.metrics.clone(), true)?;
         self.built.insert(view.display.clone(), platform.clone());

@@ -39,6 +39,15 @@ pub struct RunArgs {
     /// How long a Lease stays valid without renewal.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
+    /// Allow Provider endpoints with plain `http://` to hosts that are not loopback. Off, such a
+    /// Provider is refused (`EndpointRefused`) and its credential is never sent in clear text.
+    #[arg(long, env = "BOSUN_ALLOW_PLAIN_HTTP")]
+    pub allow_plain_http: bool,
+    /// The only hosts Provider endpoints may name (comma-separated; `*.example.com` for
+    /// subdomains). Empty: any host but link-local ones. Others are refused
+    /// (`EndpointNotAllowed`) before anything is sent.
+    #[arg(long, value_delimiter = ',', env = "BOSUN_ALLOWED_ENDPOINT_HOSTS")]
+    pub allowed_endpoint_hosts: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -163,6 +172,15 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send +
         metrics,
         Settings {
             poll_interval: args.poll_interval,
+            endpoints: crate::core::endpoint::EndpointPolicy {
+                allow_plain_http: args.allow_plain_http,
+                allowed_hosts: args
+                    .allowed_endpoint_hosts
+                    .iter()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+            },
             ..Default::default()
         },
         instance,

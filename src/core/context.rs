@@ -17,6 +17,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Backoff for transient errors.
     pub backoff: BackoffPolicy,
+    /// Where Provider endpoints may point.
+    pub endpoints: crate::core::endpoint::EndpointPolicy,
 }
 
 impl Default for Settings {
@@ -24,6 +26,7 @@ impl Default for Settings {
         Settings {
             poll_interval: Duration::from_secs(60),
             backoff: BackoffPolicy::default(),
+            endpoints: Default::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod context;
 pub mod deletion;
 pub mod drivers;
+pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod failpoint;

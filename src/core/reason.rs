@@ -50,6 +50,8 @@ reasons! {
     CredentialRequired = "CredentialRequired",
     CredentialsVerified = "CredentialsVerified",
     EndpointRequired = "EndpointRequired",
+    EndpointRefused = "EndpointRefused",
+    EndpointNotAllowed = "EndpointNotAllowed",
     TlsConfigInvalid = "TLSConfigInvalid",
     PlatformNotSupported = "PlatformNotSupported",
     WorkspaceNotFound = "WorkspaceNotFound",

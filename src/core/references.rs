@@ -10,6 +10,7 @@ use crate::api::{
     find_condition, ClusterProvider, Provider, ProviderKind, ProviderObject, ProviderRef,
     ProviderSpec, ProviderStatus, SecretKeyRef, Workspace,
 };
+use crate::core::endpoint::EndpointPolicy;
 use crate::core::reason::Reason;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
@@ -252,6 +253,7 @@ impl Access {
         objects: &dyn Objects,
         connector: &dyn Connector,
         view: &ProviderView,
+        policy: &EndpointPolicy,
     ) -> Result<Access, ReconcileError> {
         let secret_ns = view
             .secret_namespace(&view.spec.credentials.secret_ref)
@@ -299,6 +301,8 @@ impl Access {
                 ))
             }
         };
+        // Checked before any client is built: a refused endpoint is never called.
+        policy.check(&view.display, &endpoint)?;
         let limit = view.spec.rate_limit.clone().unwrap_or_default();
         let per_minute = limit
             .requests_per_minute
@@ -366,7 +370,7 @@ pub async fn connect(
     ctx: &Context,
     view: &ProviderView,
 ) -> Result<Arc<dyn Platform>, ReconcileError> {
-    let access = Access::read(&ctx.client, &*ctx.platforms, view).await?;
+    let access = Access::read(&ctx.client, &*ctx.platforms, view, &ctx.settings.endpoints).await?;
     let fingerprint = access.fingerprint(view);
     if let Some(platform) = ctx.platforms.cached(&view.display, fingerprint) {
         return Ok(platform);

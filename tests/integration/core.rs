@@ -517,3 +517,126 @@ async fn cluster_provider_reads_its_secret_from_the_named_namespace() {
         .await;
     drop(operator);
 }
+
+/// A non-loopback address of this machine, if it has one: the route a UDP socket would take
+/// (connecting a UDP socket sends nothing).
+fn lan_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn refused_endpoints_are_never_called() {
+    let cluster = bosun_cluster().await;
+    let ns = cluster.test_namespace("endpoints").await;
+    let ns = ns.name.as_str();
+    // Reachable on every interface, so only the policy can keep requests from it.
+    let sim = CodesphereSim::new(&SimConfig::default());
+    let server = bind("0.0.0.0:0".parse().unwrap(), router(sim.clone()))
+        .await
+        .expect("start simulator");
+    let port = server
+        .base_url()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let lan = lan_address()
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "192.0.2.1".into());
+    cluster
+        .kubectl_ok(
+            &["apply", "-n", ns, "-f", "-"],
+            Some(&secret("creds", "sim-token")),
+        )
+        .await;
+
+    // The default operator: plain http off loopback, and a link-local (metadata) address.
+    let operator = support::Operator::start(cluster, ns, &[]).await;
+    let plain = format!("http://{lan}:{port}/api");
+    let refused = [
+        (
+            "plain",
+            plain.as_str(),
+            "EndpointRefused",
+            "--allow-plain-http",
+        ),
+        (
+            "metadata",
+            "https://169.254.169.254/api",
+            "EndpointNotAllowed",
+            "link-local",
+        ),
+    ];
+    for (name, endpoint, reason, hint) in refused {
+        cluster
+            .kubectl_ok(
+                &["apply", "-n", ns, "-f", "-"],
+                Some(&provider(name, endpoint, "creds")),
+            )
+            .await;
+        let obj = wait_condition(
+            ns,
+            &format!("provider/{name}"),
+            "Stalled",
+            "True",
+            reason,
+            hint,
+        )
+        .await;
+        assert_eq!(condition(&obj, "Ready").unwrap()["status"], "False");
+    }
+    let events = cluster
+        .kubectl_ok(&["get", "events", "-n", ns, "-o", "json"], None)
+        .await;
+    assert!(
+        events.contains("EndpointRefused"),
+        "an Event says why: {events}"
+    );
+    assert!(operator.terminate().await);
+
+    // An allowlist: only 127.0.0.1 may be called, so `localhost` is refused though it is the
+    // same simulator.
+    let operator =
+        support::Operator::start(cluster, ns, &["--allowed-endpoint-hosts=127.0.0.1"]).await;
+    let named = format!("http://localhost:{port}/api");
+    cluster
+        .kubectl_ok(
+            &["apply", "-n", ns, "-f", "-"],
+            Some(&provider("named", &named, "creds")),
+        )
+        .await;
+    wait_condition(
+        ns,
+        "provider/named",
+        "Stalled",
+        "True",
+        "EndpointNotAllowed",
+        "--allowed-endpoint-hosts (127.0.0.1)",
+    )
+    .await;
+    let reached = sim.control().stats().requests_total;
+    println!("requests that reached the refused endpoints: {reached}");
+    assert_eq!(reached, 0, "a refused endpoint was called");
+
+    // The allowed one works, through the same simulator.
+    let allowed = format!("http://127.0.0.1:{port}/api");
+    cluster
+        .kubectl_ok(
+            &["apply", "-n", ns, "-f", "-"],
+            Some(&provider("allowed", &allowed, "creds")),
+        )
+        .await;
+    wait_condition(
+        ns,
+        "provider/allowed",
+        "Ready",
+        "True",
+        "CredentialsVerified",
+        "team 1",
+    )
+    .await;
+    assert!(operator.terminate().await);
+}
