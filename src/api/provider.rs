@@ -2,10 +2,11 @@
 //! which credentials, trust and request budget.
 
 use super::common::{conditions_schema, SecretKeyRef};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The deployment platform a provider talks to.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
@@ -212,6 +213,58 @@ pub struct ClusterProviderSpec {
     /// The same settings as a `Provider`'s spec.
     #[serde(flatten)]
     pub provider: ProviderSpec,
+    /// The namespaces whose Workspaces, ServiceScales and DomainBindings may use this
+    /// credential. Absent (or empty): every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+}
+
+/// Namespaces by name, by label, or both: a namespace is allowed when either admits it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// Namespaces allowed by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Namespaces allowed by their labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+impl AllowedNamespaces {
+    /// Whether nothing limits the namespaces.
+    pub fn is_open(&self) -> bool {
+        self.names.is_empty() && self.selector.is_none()
+    }
+
+    /// Whether `namespace`, with `labels` (read only when a selector needs them), is allowed.
+    pub fn admits(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.is_open()
+            || self.names.iter().any(|n| n == namespace)
+            || self.selector.as_ref().is_some_and(|s| selects(s, labels))
+    }
+}
+
+/// Kubernetes label selector semantics: every `matchLabels` pair and every expression holds
+/// (`In`, `NotIn`, `Exists`, `DoesNotExist`; an unknown operator matches nothing).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let pairs = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    pairs && expressions
 }
 
 /// Gives the settings both provider kinds share, so the controller core treats them alike.
@@ -234,6 +287,54 @@ impl ProviderObject for ClusterProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_namespaces_by_name_label_or_both() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let allowed: AllowedNamespaces = serde_json::from_value(serde_json::json!({
+            "names": ["shop"],
+            "selector": {
+                "matchLabels": {"tenant": "acme"},
+                "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["prod", "staging"]},
+                    {"key": "frozen", "operator": "DoesNotExist"}
+                ]
+            }
+        }))
+        .unwrap();
+        let acme_prod = labels(&[("tenant", "acme"), ("tier", "prod")]);
+        assert!(allowed.admits("shop", &BTreeMap::new()), "by name");
+        assert!(allowed.admits("web", &acme_prod), "by labels");
+        assert!(
+            !allowed.admits("web", &labels(&[("tenant", "acme")])),
+            "tier missing"
+        );
+        assert!(!allowed.admits("web", &labels(&[("tenant", "acme"), ("tier", "dev")])));
+        let frozen = labels(&[("tenant", "acme"), ("tier", "prod"), ("frozen", "yes")]);
+        assert!(!allowed.admits("web", &frozen));
+        assert!(!allowed.admits("other", &BTreeMap::new()));
+        let open = AllowedNamespaces::default();
+        assert!(open.is_open() && open.admits("any", &BTreeMap::new()));
+        let unknown: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]
+        }))
+        .unwrap();
+        assert!(
+            !selects(&unknown, &labels(&[("a", "2")])),
+            "an unknown operator matches nothing"
+        );
+        let not_in: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["x"]}, {"key": "b", "operator": "Exists"}]
+        }))
+        .unwrap();
+        assert!(selects(&not_in, &labels(&[("b", "")])));
+        assert!(!selects(&not_in, &labels(&[("a", "x"), ("b", "")])));
+    }
 
     fn spec(credentials_ns: Option<&str>, ca: Option<(&str, Option<&str>)>) -> ProviderSpec {
         let r = |name: &str, ns: Option<&str>| SecretKeyRef {

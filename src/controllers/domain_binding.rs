@@ -144,7 +144,7 @@ impl Reconciler<DomainBinding> for DomainBindingReconciler {
         let namespace = obj.namespace().unwrap_or_default();
         let view =
             references::get_provider(&ctx.client, &namespace, &obj.spec.provider_ref).await?;
-        let platform = references::connect_for_cleanup(ctx, &view).await?;
+        let platform = references::connect_for_cleanup(ctx, &view, &namespace).await?;
         let driver = platform
             .domains()
             .ok_or_else(|| not_implemented(view.spec.type_))?;

@@ -271,7 +271,7 @@ impl Reconciler<Workspace> for WorkspaceReconciler {
                 let view =
                     references::get_provider(&ctx.client, &namespace, &obj.spec.provider_ref)
                         .await?;
-                let platform = references::connect_for_cleanup(ctx, &view).await?;
+                let platform = references::connect_for_cleanup(ctx, &view, &namespace).await?;
                 let driver = platform
                     .workspaces()
                     .ok_or_else(|| not_implemented(view.spec.type_))?;

@@ -42,6 +42,7 @@ reasons! {
     ProviderNotFound = "ProviderNotFound",
     ProviderNotReady = "ProviderNotReady",
     ProviderInUse = "ProviderInUse",
+    ProviderNotAllowed = "ProviderNotAllowed",
     SecretNotFound = "SecretNotFound",
     SecretKeyNotFound = "SecretKeyNotFound",
     SecretValueInvalid = "SecretValueInvalid",

@@ -6,6 +6,7 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::seam::{Connection, Connector, Credential, ErrorKind, Platform};
 use crate::api::condition_types::READY;
+use crate::api::AllowedNamespaces;
 use crate::api::{
     find_condition, ClusterProvider, Provider, ProviderKind, ProviderObject, ProviderRef,
     ProviderSpec, ProviderStatus, SecretKeyRef, Workspace,
@@ -63,6 +64,8 @@ pub struct ProviderView {
     pub generation: Option<i64>,
     /// The namespace of a Provider (`None` for a ClusterProvider).
     pub own_namespace: Option<String>,
+    /// A ClusterProvider's `spec.allowedNamespaces`.
+    pub allowed_namespaces: Option<AllowedNamespaces>,
 }
 
 impl ProviderView {
@@ -77,6 +80,7 @@ impl ProviderView {
             status: p.status.clone(),
             generation: p.metadata.generation,
             own_namespace: p.namespace(),
+            allowed_namespaces: None,
         }
     }
 
@@ -87,6 +91,7 @@ impl ProviderView {
             status: p.status.clone(),
             generation: p.metadata.generation,
             own_namespace: None,
+            allowed_namespaces: p.spec.allowed_namespaces.clone().filter(|a| !a.is_open()),
         }
     }
 
@@ -156,6 +161,7 @@ pub async fn ready_platform(
     reference: &ProviderRef,
 ) -> Result<(ProviderView, Arc<dyn Platform>), ReconcileError> {
     let view = get_provider(&ctx.client, namespace, reference).await?;
+    admitted(ctx, &view, namespace).await?;
     if let Err(why) = view.ready() {
         return Err(ReconcileError::waiting(
             Reason::ProviderNotReady,
@@ -164,6 +170,54 @@ pub async fn ready_platform(
     }
     let platform = connect(ctx, &view).await?;
     Ok((view, platform))
+}
+
+/// Refuses a ClusterProvider to a namespace its `spec.allowedNamespaces` leaves out, before
+/// anything is sent with its credential. The namespace's labels are read only when a selector
+/// needs them.
+pub async fn admitted(
+    ctx: &Context,
+    view: &ProviderView,
+    namespace: &str,
+) -> Result<(), ReconcileError> {
+    let Some(allowed) = &view.allowed_namespaces else {
+        return Ok(());
+    };
+    let labels = if allowed.selector.is_some() && !allowed.names.iter().any(|n| n == namespace) {
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(ctx.client.clone());
+        match api.get_opt(namespace).await {
+            Ok(ns) => ns.and_then(|n| n.metadata.labels).unwrap_or_default(),
+            Err(e) => {
+                return Err(ReconcileError::kube(
+                    format!("get Namespace {namespace}"),
+                    e,
+                ))
+            }
+        }
+    } else {
+        Default::default()
+    };
+    if allowed.admits(namespace, &labels) {
+        return Ok(());
+    }
+    let names = if allowed.names.is_empty() {
+        "no names".to_string()
+    } else {
+        format!("names {}", allowed.names.join(", "))
+    };
+    let selector = if allowed.selector.is_some() {
+        " and a label selector"
+    } else {
+        ""
+    };
+    Err(ReconcileError::user(
+        Reason::ProviderNotAllowed,
+        format!(
+            "{} does not allow namespace {namespace} (spec.allowedNamespaces: {names}{selector}): nothing was sent. Ask its admin to allow the namespace, or use a Provider of this namespace",
+            view.display
+        ),
+    ))
 }
 
 /// Reads one key of a Secret. The value is returned, never logged or put in an error.
@@ -225,7 +279,11 @@ pub async fn secret_value(
 pub async fn connect_for_cleanup(
     ctx: &Context,
     view: &ProviderView,
+    namespace: &str,
 ) -> Result<Arc<dyn Platform>, ReconcileError> {
+    // A namespace no longer allowed deletes nothing with the credential either
+    // (`deletionPolicy: Orphan` lets the object go).
+    admitted(ctx, view, namespace).await?;
     match connect(ctx, view).await {
         Err(e) if e.reason().is_missing_secret() => match ctx.platforms.last(&view.display) {
             Some(platform) => {

@@ -475,7 +475,7 @@ async fn cluster_provider_reads_its_secret_from_the_named_namespace() {
     let cluster = bosun_cluster().await;
     let ns = cluster.test_namespace("cprov").await;
     let ns = ns.name.as_str();
-    let (_sim, server) = codesphere_sim().await;
+    let (sim, server) = codesphere_sim().await;
     let operator = support::Operator::start(cluster, ns, &[]).await;
     cluster
         .kubectl_ok(
@@ -484,9 +484,11 @@ async fn cluster_provider_reads_its_secret_from_the_named_namespace() {
         )
         .await;
     let name = format!("cp-{ns}");
+    // Only namespaces named `elsewhere`, or labelled for this test's tenant, may use it.
     let manifest = format!(
         "apiVersion: bosun.dev/v1alpha1\nkind: ClusterProvider\nmetadata: {{name: {name}}}\nspec:\n  type: codesphere\n  endpoint: {}/api\n  \
-         credentials: {{secretRef: {{name: creds, key: token, namespace: {ns}}}}}\n",
+         credentials: {{secretRef: {{name: creds, key: token, namespace: {ns}}}}}\n  \
+         allowedNamespaces: {{names: [elsewhere], selector: {{matchLabels: {{bosun.dev/tenant: {ns}}}}}}}\n",
         server.base_url()
     );
     cluster
@@ -501,10 +503,46 @@ async fn cluster_provider_reads_its_secret_from_the_named_namespace() {
             .is_some_and(|c| c["status"] == "True" && c["reason"] == "CredentialsVerified")
     })
     .await;
-    // A Workspace in the namespace may use it by kind.
+    // A Workspace in a namespace the ClusterProvider does not allow: Stalled, nothing sent.
     let ws = format!("apiVersion: bosun.dev/v1alpha1\nkind: Workspace\nmetadata: {{name: w}}\nspec: {{providerRef: {{kind: ClusterProvider, name: {name}}}, source: {{repository: r, branch: main}}, codesphere: {{teamId: 1}}}}");
+    let before = sim.control().stats().requests_total;
     cluster
         .kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&ws))
+        .await;
+    let obj = wait_condition(
+        ns,
+        "workspace/w",
+        "Stalled",
+        "True",
+        "ProviderNotAllowed",
+        &format!("does not allow namespace {ns}"),
+    )
+    .await;
+    assert!(obj["status"]["externalId"].is_null());
+    let sent = sim.control().stats().requests_total - before;
+    println!("requests for a Workspace of a namespace not allowed: {sent}");
+    assert_eq!(
+        sent, 0,
+        "something was sent with a credential the namespace may not use"
+    );
+    // Labelled for the tenant, the namespace may use it by kind.
+    cluster
+        .kubectl_ok(
+            &["label", "namespace", ns, &format!("bosun.dev/tenant={ns}")],
+            None,
+        )
+        .await;
+    cluster
+        .kubectl_ok(
+            &[
+                "annotate",
+                "-n",
+                ns,
+                "workspace/w",
+                "bosun.dev/reconcile-requested-at=labelled",
+            ],
+            None,
+        )
         .await;
     support::wait_for(
         "Workspace created through the ClusterProvider",
