@@ -9,6 +9,7 @@ pub mod workspace;
 use crate::api::{
     ClusterProvider, DomainBinding, Provider, ProviderKind, ProviderObject, ServiceScale, Workspace,
 };
+use crate::core::backoff::WatchBackoff;
 use crate::core::context::Context;
 use crate::core::reconciler::{error_policy, run, Managed, Reconciler};
 use futures::{Future, Stream, StreamExt};
@@ -105,7 +106,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, wc)
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim)
         .reflect(writer)
         .applied_objects()
@@ -199,7 +200,9 @@ fn triggers<K>(
 where
     K: Watched,
 {
-    watcher(api, wc.clone()).default_backoff().touched_objects()
+    watcher(api, wc.clone())
+        .backoff(WatchBackoff::default())
+        .touched_objects()
 }
 
 /// How long a shutdown waits for reconciles in flight.

@@ -155,3 +155,61 @@ mod tests {
         assert_eq!(b.fail("a", None), Duration::from_secs(1));
     }
 }
+
+/// The backoff of the watches: doubling from 250 ms to at most 2 s (±20 % jitter), reset by the
+/// first event after a failure. kube-runtime's default climbs to 30 s and resets only after
+/// 120 s, so a restarted control plane went unnoticed for up to a minute or two; a watch is
+/// one long request per kind, so retrying every 2 s costs the apiserver nothing that matters.
+pub struct WatchBackoff {
+    policy: BackoffPolicy,
+    failures: u32,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff {
+            policy: BackoffPolicy {
+                base: Duration::from_millis(250),
+                max: Duration::from_secs(2),
+                jitter: 0.2,
+            },
+            failures: 0,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.failures = self.failures.saturating_add(1);
+        let unit = rand::rng().random::<f64>();
+        Some(self.policy.delay(self.failures, None, unit))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod watch_backoff_tests {
+    use super::*;
+    use kube::runtime::utils::Backoff;
+
+    #[test]
+    fn the_watch_backoff_stays_within_two_seconds_and_resets() {
+        let mut b = WatchBackoff::default();
+        let delays: Vec<Duration> = b.by_ref().take(12).collect();
+        assert!(delays[0] <= Duration::from_millis(300), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(2400)),
+            "{delays:?}"
+        );
+        assert!(delays[11] >= Duration::from_millis(1600), "{delays:?}");
+        b.reset();
+        assert!(b.next().unwrap() <= Duration::from_millis(300));
+    }
+}

@@ -246,7 +246,7 @@ async fn operator_recovers_from_an_apiserver_restart_on_its_own() {
     cluster.restart_apiserver().await;
     let restarted = std::time::Instant::now();
     // A change made after the restart is picked up by the same operator process: its watches
-    // reconnected by themselves (after the watch backoff, which can reach a minute or two).
+    // reconnected by themselves (the watch backoff is at most 2 s).
     cluster
         .kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&workspaces(3)))
         .await;
@@ -256,9 +256,16 @@ async fn operator_recovers_from_an_apiserver_restart_on_its_own() {
         || async { ready_on(&cluster, ns).await == 3 },
     )
     .await;
+    let recovered = restarted.elapsed();
     eprintln!(
-        "apiserver restart: the new Workspace was Ready {:.0} s after the control plane came back",
-        restarted.elapsed().as_secs_f64()
+        "apiserver restart: the new Workspace was Ready {:.1} s after the control plane came back",
+        recovered.as_secs_f64()
+    );
+    // The goal is 30 s; with the bounded watch backoff it measures about a minute (the
+    // first event reaches the watches ~40 s after the restart), so 90 s guards the gain.
+    assert!(
+        recovered < Duration::from_secs(90),
+        "recovery took {recovered:?}, more than 90 s"
     );
     assert!(
         !operator.exited_within(Duration::from_millis(100)).await,
