@@ -75,12 +75,9 @@ pub struct Words<'w> {
 /// What the plan does with the object, decided the same way on every platform.
 #[derive(Debug, PartialEq)]
 pub enum Placement<'a, T, Id> {
-    /// Manage (or observe) this object. `adopted` when status did not have its id yet (it
-    /// was found by name, or `spec.externalId` names it).
-    Found {
-        object: &'a T,
-        adopted: Option<Adoption>,
-    },
+    /// Manage (or observe) this object. If status did not have its id yet (it was found by
+    /// name, or `spec.externalId` names it), the take-over is in the [`Record`].
+    Found(&'a T),
     /// Nothing there: create it. `gone` is the id bosun knew, deleted at the platform:
     /// creating it again corrects that, with a `DriftCorrected` Event.
     Create { gone: Option<Id> },
@@ -89,26 +86,16 @@ pub enum Placement<'a, T, Id> {
     Missing(String),
 }
 
-/// Taking over an object status did not have the id of.
-#[derive(Debug, PartialEq)]
-pub struct Adoption {
-    pub id: String,
-    /// The `Adopted` Event.
-    pub note: Note,
+/// Where [`place`] records taking over an object status had no id for: the id in status, the
+/// `Adopted` Event, and the id the funnel saves before any step is sent (`Planned::adopt`).
+pub struct Record<'r> {
+    pub external_id: &'r mut Option<String>,
+    pub notes: &'r mut Vec<Note>,
+    pub adopt: &'r mut Option<String>,
 }
 
-impl Adoption {
-    /// Records the take-over: the id in status and the Event. Returns the id for
-    /// `Planned::adopt`, which the funnel saves before any step is sent.
-    pub fn record(self, external_id: &mut Option<String>, notes: &mut Vec<Note>) -> Option<String> {
-        *external_id = Some(self.id.clone());
-        notes.push(self.note);
-        Some(self.id)
-    }
-}
-
-/// Settles what [`locate`] found for `request`. `fresh` says whether `list` was read just
-/// now: before concluding that a known object is gone, or creating after an interrupted
+/// Settles what [`locate`] found for `request`. `refresh` is the read that gets a fresh
+/// listing, `None` when `list` was read just now: before concluding that a known object is gone, or creating after an interrupted
 /// create (which may have gone through), the plan asks for a fresh listing (`refresh`), since
 /// a shared one may predate a create. Without the create-pending marker bosun never sent a
 /// create for this object, and a shared listing is good enough.
@@ -117,9 +104,9 @@ pub fn place<'a, T, Id, R>(
     request: &WorkspaceRequest<'_>,
     known_id: Option<Id>,
     by: &str,
-    fresh: bool,
-    refresh: R,
+    refresh: Option<R>,
     words: &Words<'_>,
+    record: Record<'_>,
 ) -> Result<Placement<'a, T, Id>, Halt<R>>
 where
     T: Identified<Id>,
@@ -130,8 +117,10 @@ where
     let adopt_by_name = request.spec.adopt_by_name || observing;
     let located = locate(list, known_id, by, request.create_pending, adopt_by_name);
     let interrupted = act && request.create_pending && matches!(located, Located::Absent);
-    if (matches!(located, Located::Gone(_)) || interrupted) && !fresh {
-        return Err(Halt::Need(refresh));
+    if matches!(located, Located::Gone(_)) || interrupted {
+        if let Some(read) = refresh {
+            return Err(Halt::Need(read));
+        }
     }
     let Words {
         kind,
@@ -142,17 +131,17 @@ where
     Ok(match located {
         Located::Found(object) => {
             let id = object.platform_id().to_string();
-            let adopted =
-                (request.previous.external_id.as_deref() != Some(id.as_str())).then(|| {
-                    let name = object.platform_name();
-                    let note = Note::normal(
-                        Reason::Adopted,
-                        "Adopt",
-                        format!("manages {kind} {id} ({name})"),
-                    );
-                    Adoption { id, note }
-                });
-            Placement::Found { object, adopted }
+            if request.previous.external_id.as_deref() != Some(id.as_str()) {
+                let name = object.platform_name();
+                record.notes.push(Note::normal(
+                    Reason::Adopted,
+                    "Adopt",
+                    format!("manages {kind} {id} ({name})"),
+                ));
+                *record.external_id = Some(id.clone());
+                *record.adopt = Some(id);
+            }
+            Placement::Found(object)
         }
         Located::NameTaken(object) => {
             let id = object.platform_id();
@@ -274,17 +263,28 @@ mod tests {
             hold: case.hold,
             requested: false,
         };
-        match place(
+        let (mut external_id, mut notes, mut adopt) = (previous.external_id.clone(), vec![], None);
+        let record = Record {
+            external_id: &mut external_id,
+            notes: &mut notes,
+            adopt: &mut adopt,
+        };
+        let placed = place(
             &case.list,
             &request,
             case.known,
             "team-shop",
-            case.fresh,
-            "fresh listing",
+            (!case.fresh).then_some("fresh listing"),
             &WORDS,
-        ) {
-            Ok(Placement::Found { object, adopted }) => match adopted {
-                Some(a) => format!("found {} (adopted: {})", object.0, a.note.message),
+            record,
+        );
+        match placed {
+            Ok(Placement::Found(object)) => match adopt {
+                Some(id) => {
+                    assert_eq!(external_id.as_deref(), Some(id.as_str()), "saved in status");
+                    let messages: Vec<&str> = notes.iter().map(|n| n.message.as_str()).collect();
+                    format!("found {} (adopted: {})", object.0, messages.join("; "))
+                }
                 None => format!("found {}", object.0),
             },
             Ok(Placement::Create { gone: None }) => "create".into(),

@@ -27,7 +27,7 @@ use crate::core::drivers::{
     env_fingerprint, was_ready, CreateGuard, WorkspaceDriver, WorkspaceRequest,
 };
 use crate::core::error::ReconcileError;
-use crate::core::locate::{place, Placement, Words};
+use crate::core::locate::{place, Placement, Record, Words};
 use crate::core::plan::{
     self, need, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
 };
@@ -491,19 +491,15 @@ pub fn decide(request: &WorkspaceRequest<'_>, o: &Observed) -> Result<Decided, H
         request,
         known_id(request)?,
         &request.external_name,
-        o.fresh,
-        Read::FreshListing,
+        (!o.fresh).then_some(Read::FreshListing),
         &words,
+        Record {
+            external_id: &mut status.external_id,
+            notes: &mut notes,
+            adopt: &mut adopt,
+        },
     )? {
-        Placement::Found {
-            object: ws,
-            adopted,
-        } => {
-            if let Some(adoption) = adopted {
-                adopt = adoption.record(&mut status.external_id, &mut notes);
-            }
-            ws
-        }
+        Placement::Found(ws) => ws,
         Placement::Missing(msg) => {
             let verdict = (
                 Readiness::not_ready(Reason::NotFound, msg.clone()),

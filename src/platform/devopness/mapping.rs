@@ -15,7 +15,7 @@ use crate::core::conditions::Readiness;
 use crate::core::deletion::{self, Deletion, DeletionSeam};
 use crate::core::drivers::{env_fingerprint, CreateGuard, WorkspaceDriver, WorkspaceRequest};
 use crate::core::error::ReconcileError;
-use crate::core::locate::{locate, place, Located, Placement, Words};
+use crate::core::locate::{locate, place, Located, Placement, Record, Words};
 use crate::core::plan::{
     self, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, StepRef, Target,
 };
@@ -329,17 +329,16 @@ pub fn plan_workspace(
         request,
         known,
         &request.external_name,
-        true,
-        (),
+        None::<()>,
         &words,
+        Record {
+            external_id: &mut status.external_id,
+            notes: &mut notes,
+            adopt: &mut adopt,
+        },
     );
     let found = match plan::decided(placed)? {
-        Placement::Found { object, adopted } => {
-            if let Some(adoption) = adopted {
-                adopt = adoption.record(&mut status.external_id, &mut notes);
-            }
-            Some(object)
-        }
+        Placement::Found(object) => Some(object),
         Placement::Missing(msg) => {
             return Err(ReconcileError::user(Reason::ExternalObjectNotFound, msg));
         }

@@ -452,17 +452,16 @@ pub fn decide_compute(
         request,
         known,
         &request.external_name,
-        o.fresh,
-        ComputeRead::FreshListing,
+        (!o.fresh).then_some(ComputeRead::FreshListing),
         &words,
+        Record {
+            external_id: &mut status.external_id,
+            notes: &mut notes,
+            adopt: &mut adopt,
+        },
     )?;
     let instance = match placed {
-        Placement::Found { object, adopted } => {
-            if let Some(adoption) = adopted {
-                adopt = adoption.record(&mut status.external_id, &mut notes);
-            }
-            object
-        }
+        Placement::Found(object) => object,
         Placement::Missing(msg) => {
             return done(plan, not_found(status, notes, true, msg), adopt, None);
         }

@@ -63,7 +63,7 @@ use crate::core::drivers::{
     CreateGuard, ScaleRequest, ServiceScaleDriver, WorkspaceDriver, WorkspaceRequest,
 };
 use crate::core::error::ReconcileError;
-use crate::core::locate::{place, Placement, Words};
+use crate::core::locate::{place, Placement, Record, Words};
 use crate::core::plan::{
     self, need, Change, Flow, ObjectId, Plan, PlanSeam, Planned, Step, StepAction, Target,
 };

@@ -556,17 +556,16 @@ pub fn decide_site(
         request,
         known,
         &wanted,
-        o.fresh,
-        SiteRead::FreshListing,
+        (!o.fresh).then_some(SiteRead::FreshListing),
         &words,
+        Record {
+            external_id: &mut status.external_id,
+            notes: &mut notes,
+            adopt: &mut adopt,
+        },
     )?;
     let project = match placed {
-        Placement::Found { object, adopted } => {
-            if let Some(adoption) = adopted {
-                adopt = adoption.record(&mut status.external_id, &mut notes);
-            }
-            object
-        }
+        Placement::Found(object) => object,
         Placement::Missing(msg) => {
             return done(plan, not_found(status, notes, true, msg), adopt, None);
         }
