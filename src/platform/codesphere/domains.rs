@@ -478,39 +478,24 @@ pub fn plan_domain_deletion(
     } else {
         return Deletion::default();
     };
-    let changes = owned
-        .iter()
-        .filter(|p| domain.workspaces.contains_key(*p))
-        .map(|p| {
-            Change::new(
-                &format!("routes[{p}]"),
-                Some(ids_text(&domain.workspaces[p])),
-                None,
-            )
-        })
-        .collect();
-    plan.push(Step {
-        action,
-        target: Target {
-            kind: "domain",
-            name: name.clone(),
-            id: ObjectId::Known(name),
-        },
-        changes,
-        drift: false,
-        summary,
-        deadline: None,
-        record: None,
-        op,
-    });
+    // Bosun's routes, as the domain's own plan shows them: what they are, then none.
+    let change = Change::new(
+        "spec.routes",
+        Some(routes_text(&domain.workspaces, &owned)),
+        Some(routes_text(&remaining, &owned)),
+    );
+    let target = Target {
+        kind: "domain",
+        name: name.clone(),
+        id: ObjectId::Known(name),
+    };
+    let mut step = Step::plain(action, target, summary, op);
+    step.changes.push(change);
+    plan.push(step);
     Deletion {
         plan,
         left: Vec::new(),
     }
-}
-
-fn ids_text(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 #[async_trait]
@@ -617,7 +602,7 @@ mod tests {
                     "domain",
                     "shop.example.com",
                     false,
-                    vec!["routes[/]"],
+                    vec!["spec.routes"],
                 )],
             ),
             (
@@ -628,7 +613,7 @@ mod tests {
                     "domain",
                     "shop.example.com",
                     false,
-                    vec!["routes[/]"],
+                    vec!["spec.routes"],
                 )],
             ),
         ];
@@ -638,7 +623,16 @@ mod tests {
                 domain: found,
             };
             let req = request(&owning, &[("/", &["7"])], 1, Mode::SEND);
-            table::assert_steps(&plan_domain_deletion(&req, &observed).plan, &want, case);
+            let plan = plan_domain_deletion(&req, &observed).plan;
+            table::assert_steps(&plan, &want, case);
+            // Only bosun's path is shown leaving, whatever else stays.
+            if let Some(step) = plan.steps.first() {
+                let change = (
+                    step.changes[0].from.as_deref(),
+                    step.changes[0].to.as_deref(),
+                );
+                assert_eq!(change, (Some(r#"{"/":[7]}"#), Some("{}")), "{case}");
+            }
         }
     }
 
