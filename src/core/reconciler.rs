@@ -159,6 +159,18 @@ pub struct Report<S> {
     pub plan: crate::core::plan::PlanView,
 }
 
+#[cfg(test)]
+impl<S> Report<S> {
+    /// The messages of the Events with `reason`, for tests.
+    pub fn messages(&self, reason: Reason) -> Vec<&str> {
+        self.notes
+            .iter()
+            .filter(|n| n.reason == reason)
+            .map(|n| n.message.as_str())
+            .collect()
+    }
+}
+
 impl<S> Report<S> {
     /// Stuck until something changes (the spec, the platform, a reconcile request).
     pub fn stalled(status: S, notes: Vec<Note>, reason: Reason, message: String) -> Self {

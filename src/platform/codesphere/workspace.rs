@@ -2247,14 +2247,10 @@ mod tests {
             "its id is saved before any step"
         );
         assert_eq!(p.report.status.external_id.as_deref(), Some("7"));
-        let adopted: Vec<&str> = p
-            .report
-            .notes
-            .iter()
-            .filter(|n| n.reason == Reason::Adopted)
-            .map(|n| n.message.as_str())
-            .collect();
-        assert_eq!(adopted, vec!["manages Codesphere workspace 7 (team-shop)"]);
+        assert_eq!(
+            p.report.messages(Reason::Adopted),
+            vec!["manages Codesphere workspace 7 (team-shop)"]
+        );
         // Observe takes it over by name too (to look at it, never to change it).
         c.spec = serde_json::json!({});
         c.hold = Some(Hold::Observe);

@@ -1319,15 +1319,8 @@ fn an_instance_of_the_name_is_adopted_only_when_asked() {
         "it already runs the spec: {:?}",
         p.plan.view()
     );
-    let adopted: Vec<&str> = p
-        .report
-        .notes
-        .iter()
-        .filter(|n| n.reason == Reason::Adopted)
-        .map(|n| n.message.as_str())
-        .collect();
     assert_eq!(
-        adopted,
+        p.report.messages(Reason::Adopted),
         vec!["manages Spheron compute instance i1 (team-api)"]
     );
 }
